@@ -1,0 +1,1 @@
+"""Contrast transfer function: the model (shared with the simulator) and its estimation."""

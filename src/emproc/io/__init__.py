@@ -1,0 +1,1 @@
+"""File formats: movies, gain references, EPU/SerialEM metadata, atomic writes."""

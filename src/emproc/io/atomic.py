@@ -1,0 +1,52 @@
+"""Write outputs to a temporary sibling and rename, so a killed job never leaves a
+file that a later step (or Snakemake's timestamp check) would trust."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it onto `target` on success.
+
+    The temporary name keeps the target's suffixes so writers that dispatch on the
+    extension (matplotlib, mrcfile, starfile) behave as for the real name.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.", suffix="".join(target.suffixes) or ".tmp"
+    )
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, target)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text)
+
+
+def write_json_atomic(target: str | os.PathLike[str], data: Any) -> None:
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays appear in results; JSON wants plain Python
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
