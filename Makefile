@@ -1,0 +1,30 @@
+# The two set-up commands: `make demo` and `make test` (fresh Debian with Python 3.11).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.emproc-installed
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint clean-demo
+
+$(STAMP): pyproject.toml tools/bootstrap.sh
+	bash tools/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --write-config $(DEMO_DIR)/config.yaml
+	$(BIN)/emproc run --configfile $(DEMO_DIR)/config.yaml --cores 2
+	@echo "emproc demo: outputs in $(DEMO_DIR)/processed (config used: $(DEMO_DIR)/processed/config_used.yaml)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	bash tools/lint_workflow.sh "$(BIN)"
+
+test: lint
+	source tools/mariadb.sh && $(BIN)/pytest -n 2 $(PYTEST_ARGS)

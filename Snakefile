@@ -1,0 +1,20 @@
+# emproc: automated cryo-EM processing. Entry point; the stages live in rules/*.smk.
+#   snakemake --configfile config/config.yaml --config session_dir=/path --profile profiles/local
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/spa.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.config_used.output,
+        SPA_TARGETS,

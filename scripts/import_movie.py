@@ -1,0 +1,13 @@
+"""Snakemake adapter: movie + EPU metadata -> Import/{movie}.json."""
+
+from emproc.metadata import build_movie_metadata
+from emproc.io.atomic import write_json_atomic
+from emproc.scripting import step_logging
+
+with step_logging(snakemake.log[0], "import"):
+    metadata = build_movie_metadata(
+        snakemake.input.movie,
+        session_dir=snakemake.params.session_dir,
+        microscope=snakemake.params.microscope,
+    )
+    write_json_atomic(snakemake.output.metadata, metadata)

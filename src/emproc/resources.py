@@ -1,0 +1,24 @@
+"""Scheduler requests per rule, from the config's `resources` section."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Sane defaults per rule, overridden by config `resources.<rule>` then `resources.default`
+# only where the rule has no entry of its own.
+RULE_DEFAULTS: dict[str, dict[str, int]] = {
+    "import_movie": {"threads": 1, "mem_mb": 500, "runtime": 5},
+    "motion_correct": {"threads": 2, "mem_mb": 8000, "runtime": 20},
+    "ctf_estimate": {"threads": 2, "mem_mb": 4000, "runtime": 10},
+}
+FALLBACK = {"threads": 1, "mem_mb": 2000, "runtime": 30}
+
+
+def rule_resources(configured: Mapping[str, Mapping[str, Any]], rule_name: str) -> dict[str, int]:
+    """threads, mem_mb, runtime (minutes) and, where set, gpu for `rule_name`."""
+    merged = dict(FALLBACK)
+    merged.update(configured.get("default", {}))
+    merged.update(RULE_DEFAULTS.get(rule_name, {}))
+    merged.update(configured.get(rule_name, {}))
+    return merged

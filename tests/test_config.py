@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config, write_config
+
+DEFAULT_CONFIG = WORKFLOW_ROOT / "config" / "config.yaml"
+
+
+def test_shipped_config_is_valid_and_defaults_are_filled():
+    config = load_config(DEFAULT_CONFIG)
+    del config["motion"]  # a missing optional section comes back with its defaults
+    validated = validate_config(config)
+    assert validated["motion"]["patches_x"] == 5
+    assert validated["motion"]["dose_weighting"] is True
+    assert validated["session"]["visit"] == "bi12345-1"
+
+
+def test_every_shipped_key_is_in_the_schema():
+    # additionalProperties: false everywhere, so a key missing from the schema fails here
+    validate_config(load_config(DEFAULT_CONFIG))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("microscope", "pixel_size_angstrom", "one", "microscope.pixel_size_angstrom"),
+        ("microscope", "voltage_kv", 250, "microscope.voltage_kv"),
+        ("motion", "patches_x", 0, "motion.patches_x"),
+        ("session", "visit", "BI 12345", "session.visit"),
+        ("ctf", "box_size_px", 2.5, "ctf.box_size_px"),
+    ],
+)
+def test_wrong_value_names_the_key(section, key, value, named):
+    config = load_config(DEFAULT_CONFIG)
+    config[section][key] = value
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_config(config)
+
+
+def test_missing_required_key_is_named():
+    config = load_config(DEFAULT_CONFIG)
+    del config["microscope"]["pixel_size_angstrom"]
+    with pytest.raises(ConfigError, match="pixel_size_angstrom"):
+        validate_config(config)
+
+
+def test_misspelt_key_is_refused():
+    config = load_config(DEFAULT_CONFIG)
+    config["ctf"]["max_resolution"] = 4.0
+    with pytest.raises(ConfigError, match="max_resolution"):
+        validate_config(config)
+
+
+def test_resolution_limits_must_be_ordered():
+    config = load_config(DEFAULT_CONFIG)
+    config["ctf"]["max_resolution_angstrom"] = 40.0
+    with pytest.raises(ConfigError, match="max_resolution_angstrom"):
+        validate_config(config)
+
+
+def test_command_line_shorthands_override_nested_keys():
+    config = load_config(DEFAULT_CONFIG)
+    config["session_dir"] = "/data/bi12345-1"
+    config["output_dir"] = "/processed/bi12345-1"
+    validated = validate_config(config)
+    assert validated["session"]["session_dir"] == "/data/bi12345-1"
+    assert validated["outputs"]["dir"] == "/processed/bi12345-1"
+    assert "session_dir" not in validated
+
+
+def test_written_config_reproduces_itself(tmp_path: Path):
+    validated = validate_config(load_config(DEFAULT_CONFIG))
+    write_config(validated, tmp_path / "config_used.yaml")
+    assert validate_config(load_config(tmp_path / "config_used.yaml")) == validated
+
+
+def test_unreadable_config_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("session: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
