@@ -13,6 +13,23 @@ include: "rules/common.smk"
 include: "rules/spa.smk"
 
 
+localrules:
+    config_used,
+
+
+rule config_used:
+    output:
+        out("config_used.yaml"),
+    params:
+        config=config,
+    log:
+        out("logs/config_used.log"),
+    run:
+        from emproc.config import write_config
+
+        write_config(params.config, output[0])
+
+
 rule all:
     default_target: True
     input:

@@ -30,9 +30,20 @@ else:
     MOVIE_PATHS = {}
 MOVIES = list(MOVIE_PATHS)
 
-IMPORT_JSON = OUTDIR + "/Import/{movie}.json"
-MOTION_JSON = OUTDIR + "/MotionCorr/{movie}_motion.json"
-CTF_JSON = OUTDIR + "/CtfFind/{movie}_ctf.json"
+
+
+def out(path):
+    """`path` under the output directory (outputs.dir)."""
+    return f"{OUTDIR}/{path}"
+
+
+def movie_file(wildcards):
+    return str(MOVIE_PATHS[wildcards.movie])
+
+
+IMPORT_JSON = out("Import/{movie}.json")
+MOTION_JSON = out("MotionCorr/{movie}_motion.json")
+CTF_JSON = out("CtfFind/{movie}_ctf.json")
 
 
 wildcard_constraints:
@@ -42,18 +53,3 @@ wildcard_constraints:
 
 def resources_of(rule_name):
     return rule_resources(config["resources"], rule_name)
-
-
-localrules:
-    config_used,
-
-
-rule config_used:
-    output:
-        OUTDIR + "/config_used.yaml",
-    params:
-        config=config,
-    run:
-        from emproc.config import write_config
-
-        write_config(params.config, output[0])

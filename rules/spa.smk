@@ -1,10 +1,6 @@
 # Single-particle stages: one job per movie, aggregates over all movies.
 
 
-def movie_file(wildcards):
-    return str(MOVIE_PATHS[wildcards.movie])
-
-
 rule import_movie:
     input:
         movie=movie_file,
@@ -18,7 +14,9 @@ rule import_movie:
         mem_mb=resources_of("import_movie")["mem_mb"],
         runtime=resources_of("import_movie")["runtime"],
     log:
-        OUTDIR + "/logs/import/{movie}.log",
+        out("logs/import/{movie}.log"),
+    conda:
+        "../envs/spa.yaml"
     script:
         "../scripts/import_movie.py"
 
@@ -28,13 +26,13 @@ rule motion_correct:
         movie=movie_file,
         metadata=IMPORT_JSON,
     output:
-        micrograph=OUTDIR + "/MotionCorr/{movie}.mrc",
-        micrograph_dw=OUTDIR + "/MotionCorr/{movie}_DW.mrc",
-        shifts_star=OUTDIR + "/MotionCorr/{movie}.star",
-        shifts_csv=OUTDIR + "/MotionCorr/{movie}_shifts.csv",
+        micrograph=out("MotionCorr/{movie}.mrc"),
+        micrograph_dw=out("MotionCorr/{movie}_DW.mrc"),
+        shifts_star=out("MotionCorr/{movie}.star"),
+        shifts_csv=out("MotionCorr/{movie}_shifts.csv"),
         summary=MOTION_JSON,
-        snapshot=OUTDIR + "/MotionCorr/{movie}.jpg",
-        drift_plot=OUTDIR + "/MotionCorr/{movie}_drift.png",
+        snapshot=out("MotionCorr/{movie}.jpg"),
+        drift_plot=out("MotionCorr/{movie}_drift.png"),
     params:
         motion=config["motion"],
     threads: resources_of("motion_correct")["threads"]
@@ -42,19 +40,21 @@ rule motion_correct:
         mem_mb=resources_of("motion_correct")["mem_mb"],
         runtime=resources_of("motion_correct")["runtime"],
     log:
-        OUTDIR + "/logs/motion/{movie}.log",
+        out("logs/motion/{movie}.log"),
+    conda:
+        "../envs/spa.yaml"
     script:
         "../scripts/motion_correct.py"
 
 
 rule ctf_estimate:
     input:
-        micrograph=OUTDIR + "/MotionCorr/{movie}.mrc",
+        micrograph=out("MotionCorr/{movie}.mrc"),
         metadata=IMPORT_JSON,
     output:
-        ctffind_txt=OUTDIR + "/CtfFind/{movie}.txt",
+        ctffind_txt=out("CtfFind/{movie}.txt"),
         summary=CTF_JSON,
-        diagnostic=OUTDIR + "/CtfFind/{movie}_ctf.png",
+        diagnostic=out("CtfFind/{movie}_ctf.png"),
     params:
         ctf=config["ctf"],
     threads: resources_of("ctf_estimate")["threads"]
@@ -62,7 +62,9 @@ rule ctf_estimate:
         mem_mb=resources_of("ctf_estimate")["mem_mb"],
         runtime=resources_of("ctf_estimate")["runtime"],
     log:
-        OUTDIR + "/logs/ctf/{movie}.log",
+        out("logs/ctf/{movie}.log"),
+    conda:
+        "../envs/spa.yaml"
     script:
         "../scripts/ctf_estimate.py"
 
@@ -72,8 +74,12 @@ rule corrected_micrographs_star:
         summaries=expand(MOTION_JSON, movie=MOVIES),
         metadata=expand(IMPORT_JSON, movie=MOVIES),
     output:
-        star=OUTDIR + "/corrected_micrographs.star",
+        star=out("corrected_micrographs.star"),
+    log:
+        out("logs/corrected_micrographs.log"),
     localrule: True
+    conda:
+        "../envs/spa.yaml"
     script:
         "../scripts/aggregate_motion.py"
 
@@ -84,8 +90,12 @@ rule micrographs_ctf_star:
         motion_summaries=expand(MOTION_JSON, movie=MOVIES),
         metadata=expand(IMPORT_JSON, movie=MOVIES),
     output:
-        star=OUTDIR + "/micrographs_ctf.star",
+        star=out("micrographs_ctf.star"),
+    log:
+        out("logs/micrographs_ctf.log"),
     localrule: True
+    conda:
+        "../envs/spa.yaml"
     script:
         "../scripts/aggregate_ctf.py"
 

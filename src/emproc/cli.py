@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config
 from emproc.discovery import DiscoveryError, discover_movies

@@ -108,5 +108,7 @@ def write_config(config: Mapping[str, Any], path: str | Path) -> None:
     from emproc.io.atomic import write_text_atomic
 
     header = "# The validated configuration of this run, defaults filled in.\n"
-    header += "# Reproduce the run with: snakemake --configfile THIS_FILE --profile profiles/local\n"
+    header += (
+        "# Reproduce the run with: snakemake --configfile THIS_FILE --profile profiles/local\n"
+    )
     write_text_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False))

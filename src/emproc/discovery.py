@@ -19,8 +19,10 @@ class DiscoveryError(ValueError):
 def movie_id(movie_path: Path, session_dir: Path) -> str:
     """The movie's path relative to the session without its extension: the `{movie}` wildcard."""
     relative = movie_path.relative_to(session_dir)
-    return str(relative.with_suffix("")) if relative.suffix.lower() in MOVIE_SUFFIXES else str(
-        relative
+    return (
+        str(relative.with_suffix(""))
+        if relative.suffix.lower() in MOVIE_SUFFIXES
+        else str(relative)
     )
 
 

@@ -7,30 +7,22 @@ and to keep what only the microscope knows (nominal defocus, acquisition time).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from emproc.io.epu import read_epu_movie_xml
-
-MOVIE_NAME_SUFFIXES = ("_fractions", "_Fractions", "_EER")
-_GRID_SQUARE = re.compile(r"GridSquare_(\d+)")
-_FOIL_HOLE = re.compile(r"FoilHole_(\d+)")
+from emproc.io.epu import (
+    EpuMovieMetadata,
+    EpuMovieName,
+    EpuNameError,
+    epu_metadata_path,
+    parse_epu_movie_name,
+    read_epu_movie_xml,
+)
 
 
 class MetadataMismatchError(ValueError):
     """The microscope recorded other optics than the config states."""
-
-
-def epu_xml_path(movie_path: Path) -> Path:
-    """EPU writes `<stem>.xml` beside `<stem>_fractions.tiff` / `<stem>_EER.eer`."""
-    stem = movie_path.name.split(".")[0]
-    for suffix in MOVIE_NAME_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return movie_path.with_name(stem + ".xml")
 
 
 def _check_agreement(
@@ -45,9 +37,10 @@ def _check_agreement(
         )
 
 
-def _search_int(pattern: re.Pattern[str], text: str) -> int | None:
-    found = pattern.findall(text)
-    return int(found[-1]) if found else None
+def _timestamp(epu: EpuMovieMetadata | None, name: EpuMovieName | None) -> str | None:
+    if epu is not None and epu.timestamp is not None:
+        return epu.timestamp.isoformat()
+    return name.timestamp.isoformat() if name is not None else None
 
 
 def build_movie_metadata(
@@ -62,16 +55,22 @@ def build_movie_metadata(
         raise FileNotFoundError(f"movie not found: {movie_path}")
     if movie_path.stat().st_size == 0:
         raise ValueError(f"{movie_path}: movie file is empty")
-    xml_path = epu_xml_path(movie_path)
-    epu = read_epu_movie_xml(xml_path) if xml_path.is_file() else None
+    try:  # movies not named by EPU (e.g. copied by hand) are processed without its metadata
+        name = parse_epu_movie_name(movie_path)
+        xml_path: Path | None = epu_metadata_path(movie_path)
+    except EpuNameError:
+        name, xml_path = None, None
+    epu = read_epu_movie_xml(xml_path) if xml_path is not None and xml_path.is_file() else None
     tolerance = float(microscope["pixel_size_tolerance_fraction"])
     if epu is not None:
         _check_agreement(
-            "pixel size (A)", epu.pixel_size_angstrom, microscope["pixel_size_angstrom"],
-            tolerance, xml_path,
+            "pixel size (A)",
+            epu.pixel_size_angstrom,
+            microscope["pixel_size_angstrom"],
+            tolerance,
+            xml_path,
         )
         _check_agreement("voltage (kV)", epu.voltage_kv, microscope["voltage_kv"], 0.01, xml_path)
-    relative = str(movie_path.relative_to(session_dir))
     gain = microscope.get("gain_reference") or None
     defects = microscope.get("defect_map") or None
     for role, path in (("gain reference", gain), ("defect map", defects)):
@@ -88,11 +87,11 @@ def build_movie_metadata(
         "spherical_aberration_mm": float(microscope["spherical_aberration_mm"]),
         "amplitude_contrast": float(microscope["amplitude_contrast"]),
         "nominal_defocus_angstrom": epu.nominal_defocus_angstrom if epu is not None else None,
-        "timestamp": epu.timestamp.isoformat() if epu is not None and epu.timestamp else None,
+        "timestamp": _timestamp(epu, name),
         "epu_total_dose_e_per_angstrom2": epu.dose_e_per_angstrom2 if epu is not None else None,
         "epu_number_of_frames": epu.number_of_frames if epu is not None else None,
-        "grid_square": _search_int(_GRID_SQUARE, relative),
-        "foil_hole": _search_int(_FOIL_HOLE, relative),
+        "grid_square": name.grid_square if name is not None else None,
+        "foil_hole": name.foil_hole if name is not None else None,
         "detector": microscope.get("detector") or (epu.detector if epu is not None else ""),
         "gain_reference": str(Path(gain).resolve()) if gain else None,
         "gain_rotation_deg": int(microscope.get("gain_rotation_deg", 0)),

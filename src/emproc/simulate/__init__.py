@@ -1,1 +1,1 @@
-"""emproc.simulate."""
+"""emproc.simulate: synthetic microscope sessions with exact ground truth (docs/simulator.md)."""

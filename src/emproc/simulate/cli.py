@@ -1,0 +1,112 @@
+"""`emproc simulate spa|tomo OUTDIR`: a synthetic session with its ground truth,
+and optionally a config file that processes it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emproc.config import WORKFLOW_ROOT, load_config, validate_config
+
+
+def _template_config() -> dict[str, Any]:
+    return load_config(WORKFLOW_ROOT / "config" / "config.yaml")
+
+
+def spa_config(truth_path: Path, session_dir: Path, output_dir: Path) -> dict[str, Any]:
+    """A validated config whose optics, dose and gain settings match a simulated SPA session."""
+    from emproc.simulate.spa import load_spa_truth
+
+    truth = load_spa_truth(truth_path)
+    params = truth.params
+    config = _template_config()
+    extension = {"tiff": "tiff", "mrc": "mrc"}.get(truth.movie_format, truth.movie_format)
+    config["session"].update(
+        session_dir=str(session_dir.resolve()),
+        movie_glob=f"Images-Disc*/GridSquare_*/Data/*_fractions.{extension}",
+        experiment="spa",
+    )
+    config["microscope"].update(
+        voltage_kv=float(params.voltage_kv),
+        spherical_aberration_mm=float(params.spherical_aberration_mm),
+        amplitude_contrast=float(params.amplitude_contrast),
+        pixel_size_angstrom=float(params.pixel_size_angstrom),
+        dose_per_frame_e_per_angstrom2=float(params.dose_per_frame_e_per_angstrom2),
+        gain_reference=str(truth.gain_reference_path.resolve())
+        if truth.gain_reference_path
+        else "",
+        gain_rotation_deg=int(truth.gain_rotation_deg),
+        gain_flip=str(truth.gain_flip),
+    )
+    smallest_side = min(params.shape_px)
+    # the CTF tile must fit the micrograph several times over
+    config["ctf"]["box_size_px"] = int(min(config["ctf"]["box_size_px"], smallest_side // 2))
+    config["picking"].update(
+        min_diameter_angstrom=round(0.8 * params.particle_diameter_angstrom, 1),
+        max_diameter_angstrom=round(1.2 * params.particle_diameter_angstrom, 1),
+    )
+    config["outputs"]["dir"] = str(output_dir.resolve())
+    return validate_config(config)
+
+
+def _write_config(config: dict[str, Any], path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# emproc config for the simulated {kind} session in {config['session']['session_dir']}\n"
+    )
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+def command_simulate_spa(args: argparse.Namespace) -> int:
+    from emproc.simulate.spa import SpaMovieParams, simulate_spa_session
+
+    params = SpaMovieParams(
+        shape_px=(args.size, args.size),
+        number_of_frames=args.frames,
+        pixel_size_angstrom=args.pixel_size,
+        dose_per_frame_e_per_angstrom2=args.dose_per_frame,
+        number_of_particles=args.particles,
+        local_deformation_px=args.local_deformation,
+    )
+    session_dir = Path(args.outdir)
+    truth_path = simulate_spa_session(
+        session_dir,
+        number_of_movies=args.movies,
+        params=params,
+        seed=args.seed,
+        movie_format=args.format,
+        grid_squares=args.grid_squares,
+        with_gain=not args.no_gain,
+    )
+    print(f"simulated {args.movies} movies in {session_dir}; ground truth: {truth_path}")
+    if args.write_config:
+        config_path = Path(args.write_config)
+        output_dir = Path(args.output_dir) if args.output_dir else session_dir.parent / "processed"
+        _write_config(spa_config(truth_path, session_dir, output_dir), config_path, "SPA")
+        print(f"config: {config_path} (outputs will go to {output_dir})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    simulate = subparsers.add_parser("simulate", help="write a synthetic session with ground truth")
+    kinds = simulate.add_subparsers(dest="kind", required=True)
+
+    spa = kinds.add_parser("spa", help="an EPU-like single-particle session")
+    spa.add_argument("outdir", help="session directory to create")
+    spa.add_argument("--movies", type=int, default=4)
+    spa.add_argument("--size", type=int, default=1024, help="frame side, pixels")
+    spa.add_argument("--frames", type=int, default=16)
+    spa.add_argument("--pixel-size", type=float, default=1.0, help="Angstrom/pixel")
+    spa.add_argument("--dose-per-frame", type=float, default=1.0, help="e-/A^2 per frame")
+    spa.add_argument("--particles", type=int, default=60, help="particles per movie (at most)")
+    spa.add_argument("--local-deformation", type=float, default=0.0, help="pixels, 0 = none")
+    spa.add_argument("--grid-squares", type=int, default=2)
+    spa.add_argument("--format", choices=["tiff", "mrc"], default="tiff")
+    spa.add_argument("--no-gain", action="store_true", help="frames already gain-corrected")
+    spa.add_argument("--seed", type=int, default=0)
+    spa.add_argument("--write-config", default=None, help="also write a config for this session")
+    spa.add_argument("--output-dir", default=None, help="outputs dir in that config")
+    spa.set_defaults(handler=command_simulate_spa)
