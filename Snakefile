@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/spa.smk"
+include: "rules/tomo.smk"
 
 
 localrules:
@@ -35,3 +36,4 @@ rule all:
     input:
         rules.config_used.output,
         SPA_TARGETS,
+        TOMO_TARGETS,

@@ -90,6 +90,58 @@ def command_simulate_spa(args: argparse.Namespace) -> int:
     return 0
 
 
+def tomo_config(session_dir: Path, output_dir: Path, params: Any) -> dict[str, Any]:
+    """A validated config for a simulated tomography session (`TiltSeriesParams` given)."""
+    config = _template_config()
+    config["session"].update(
+        session_dir=str(session_dir.resolve()), tomo_mdoc_glob="Position_*.mdoc", experiment="tomo"
+    )
+    config["microscope"].update(
+        voltage_kv=float(params.voltage_kv),
+        spherical_aberration_mm=float(params.spherical_aberration_mm),
+        amplitude_contrast=float(params.amplitude_contrast),
+        pixel_size_angstrom=float(params.pixel_size_angstrom),
+        dose_per_frame_e_per_angstrom2=params.dose_per_tilt_e_per_angstrom2
+        / params.frames_per_tilt,
+        gain_reference="",
+    )
+    config["ctf"].update(
+        box_size_px=int(min(config["ctf"]["box_size_px"], params.image_size_px // 2)),
+        # low-dose tilts at a coarse pixel: fit Thon rings out to 2.5 pixels
+        max_resolution_angstrom=round(2.5 * params.pixel_size_angstrom, 1),
+        min_resolution_angstrom=max(50.0, 10 * params.pixel_size_angstrom),
+    )
+    # small simulated tilt series: keep the reconstruction at a useful sampling
+    binning = 2 if params.image_size_px <= 512 else 4
+    slab_px = params.phantom.slab_thickness_angstrom / (params.pixel_size_angstrom * binning)
+    config["tomo"].update(
+        binning=binning,
+        alignment_binning=binning,
+        patch_size_px=48 if binning == 2 else 24,
+        thickness_px=int(round(1.5 * slab_px / 8)) * 8,
+        completion_timeout_s=0,
+    )
+    config["outputs"]["dir"] = str(output_dir.resolve())
+    return validate_config(config)
+
+
+def command_simulate_tomo(args: argparse.Namespace) -> int:
+    from emproc.simulate.tomo import TiltSeriesParams, simulate_tomo_session
+
+    params = TiltSeriesParams(image_size_px=args.size, tilt_step_deg=args.tilt_step)
+    session_dir = Path(args.outdir)
+    truth_path = simulate_tomo_session(
+        session_dir, number_of_tilt_series=args.tilt_series, params=params, seed=args.seed
+    )
+    print(f"simulated {args.tilt_series} tilt series in {session_dir}; ground truth: {truth_path}")
+    if args.write_config:
+        config_path = Path(args.write_config)
+        output_dir = Path(args.output_dir) if args.output_dir else session_dir.parent / "processed"
+        _write_config(tomo_config(session_dir, output_dir, params), config_path, "tomography")
+        print(f"config: {config_path} (outputs will go to {output_dir})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     simulate = subparsers.add_parser("simulate", help="write a synthetic session with ground truth")
     kinds = simulate.add_subparsers(dest="kind", required=True)
@@ -110,3 +162,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     spa.add_argument("--write-config", default=None, help="also write a config for this session")
     spa.add_argument("--output-dir", default=None, help="outputs dir in that config")
     spa.set_defaults(handler=command_simulate_spa)
+
+    tomo = kinds.add_parser("tomo", help="SerialEM-like tilt series (mdoc + per-tilt movies)")
+    tomo.add_argument("outdir", help="session directory to create")
+    tomo.add_argument("--tilt-series", type=int, default=1)
+    tomo.add_argument("--size", type=int, default=256, help="image side, pixels")
+    tomo.add_argument("--tilt-step", type=float, default=3.0, help="degrees")
+    tomo.add_argument("--seed", type=int, default=0)
+    tomo.add_argument("--write-config", default=None, help="also write a config for this session")
+    tomo.add_argument("--output-dir", default=None, help="outputs dir in that config")
+    tomo.set_defaults(handler=command_simulate_tomo)

@@ -1,0 +1,251 @@
+"""One tilt series from mdoc to tomogram, discovery, completeness and the session table."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import mrcfile
+import pandas as pd
+
+from emproc.io.atomic import atomic_path, write_json_atomic
+from emproc.io.mdoc import TiltSeriesMetadata, read_tilt_series_mdoc
+from emproc.tomo.align import AlignmentParams, align_tilt_series
+from emproc.tomo.outputs import (
+    write_aln,
+    write_imod_alignment,
+    write_residual_plot,
+    write_snapshots,
+)
+from emproc.tomo.reconstruct import ReconstructionParams, aligned_stack, reconstruct_tomogram
+from emproc.tomo.stack import ExclusionParams, assemble_tilt_stack, write_stack
+
+
+def discover_tilt_series(session_dir: str | Path, mdoc_glob: str) -> dict[str, Path]:
+    """{tilt series name: mdoc path} for every mdoc matching `mdoc_glob` under the session."""
+    if not mdoc_glob:
+        return {}
+    found = {}
+    for path in sorted(Path(session_dir).glob(mdoc_glob)):
+        name = path.name
+        for suffix in (".mdoc", ".mrc", ".st"):
+            name = name.removesuffix(suffix)
+        found[name] = path
+    return found
+
+
+def missing_movies(metadata: TiltSeriesMetadata, frames_dir: Path | None = None) -> list[Path]:
+    paths = [metadata.movie_path(t, frames_dir) for t in metadata.tilts]
+    return [p for p in paths if p is not None and not p.is_file()]
+
+
+def tilt_series_ready(
+    metadata: TiltSeriesMetadata,
+    timeout_s: float,
+    frames_dir: Path | None = None,
+    now: float | None = None,
+) -> bool:
+    """Complete (every listed movie present), or nothing new for `timeout_s` seconds."""
+    if not missing_movies(metadata, frames_dir):
+        return True
+    present = [metadata.movie_path(t, frames_dir) for t in metadata.tilts]
+    times = [p.stat().st_mtime for p in present if p is not None and p.is_file()]
+    newest = max([metadata.mdoc_path.stat().st_mtime, *times])
+    return (now if now is not None else time.time()) - newest >= timeout_s
+
+
+def output_paths(output_dir: str | Path, name: str) -> dict[str, Path]:
+    base = Path(output_dir) / "Tomograms" / name
+    return {
+        "stack_path": base / f"{name}.st",
+        "rawtlt_path": base / f"{name}.rawtlt",
+        "tlt_path": base / f"{name}.tlt",
+        "xf_path": base / f"{name}.xf",
+        "aln_path": base / f"{name}.aln",
+        "tomogram_path": base / f"{name}_rec.mrc",
+        "xy_snapshot_path": base / f"{name}_xy.jpg",
+        "xz_snapshot_path": base / f"{name}_xz.jpg",
+        "slab_snapshot_path": base / f"{name}_slab.jpg",
+        "residual_plot_path": base / f"{name}_residuals.png",
+        "summary_path": base / f"{name}_tomo.json",
+    }
+
+
+def process_tilt_series(
+    mdoc_path: str | Path,
+    output_dir: str | Path,
+    *,
+    tomo: dict,
+    microscope: dict,
+    ctf: dict | None = None,
+    frames_dir: str | Path | None = None,
+) -> dict:
+    """Stack, align, reconstruct and snapshot one tilt series; return (and write) the summary.
+
+    `tomo` / `microscope` / `ctf` are the config sections of the same names; `ctf` given
+    means per-tilt CTF estimation with the SPA estimator when it is available.
+    """
+    metadata = read_tilt_series_mdoc(mdoc_path)
+    frames = Path(frames_dir) if frames_dir else None
+    paths = output_paths(output_dir, metadata.name)
+    voltage = float(microscope.get("voltage_kv", 300.0))
+    ctf_settings = None
+    if ctf is not None:
+        ctf_settings = {
+            "voltage_kv": voltage,
+            "spherical_aberration_mm": microscope.get("spherical_aberration_mm", 2.7),
+            "amplitude_contrast": microscope.get("amplitude_contrast", 0.1),
+            **{k: ctf[k] for k in _CTF_KEYS if k in ctf},
+        }
+    exclusion = ExclusionParams(**{k: tomo[k] for k in asdict(ExclusionParams()) if k in tomo})
+    stack = assemble_tilt_stack(
+        metadata,
+        frames_dir=frames,
+        exclusion=exclusion,
+        voltage_kv=voltage,
+        ctf_settings=ctf_settings,
+        dose_weighting=bool(tomo.get("dose_weighting", True)),
+    )
+    write_stack(stack, paths["stack_path"], paths["rawtlt_path"])
+    alignment_params = AlignmentParams(
+        binning=int(tomo.get("alignment_binning", tomo.get("binning", 4))),
+        patch_size_px=int(tomo.get("patch_size_px", 48)),
+        refine_axis=bool(tomo.get("refine_tilt_axis", False)),
+    )
+    # the mdoc's calibrated axis unless the config overrides it for this session
+    axis_override = tomo.get("tilt_axis_guess_deg")
+    alignment = align_tilt_series(
+        stack.images,
+        stack.tilt_angles_deg,
+        float(metadata.tilt_axis_angle_deg if axis_override is None else axis_override),
+        alignment_params,
+    )
+    write_imod_alignment(alignment, paths["xf_path"], paths["tlt_path"])
+    ny, nx = stack.images.shape[1:]
+    write_aln(alignment, paths["aln_path"], (nx, ny))
+    write_residual_plot(alignment, paths["residual_plot_path"])
+    binning = int(tomo.get("binning", 4))
+    reconstruction = ReconstructionParams(
+        binning=binning,
+        thickness_px=int(tomo.get("thickness_px", 256)),
+        method=str(tomo.get("reconstruction_method", "wbp")),
+        sirt_iterations=int(tomo.get("sirt_iterations", 10)),
+        sirt_like_iterations=int(tomo.get("sirt_like_iterations", 10)),
+        phase_flip=bool(tomo.get("phase_flip", True)),
+    )
+    used = stack.used
+    defoci = [r.defocus_angstrom for r in used] if reconstruction.phase_flip else None
+    aligned = aligned_stack(
+        stack.images,
+        alignment.tilt_axis_angle_deg,
+        alignment.shifts_px,
+        binning,
+        pixel_size_angstrom=stack.pixel_size_angstrom,
+        defocus_angstrom=defoci,
+        voltage_kv=voltage,
+        spherical_aberration_mm=float(microscope.get("spherical_aberration_mm", 2.7)),
+        amplitude_contrast=float(microscope.get("amplitude_contrast", 0.1)),
+    )
+    voxel = stack.pixel_size_angstrom * binning
+    reconstruct_tomogram(
+        aligned, stack.tilt_angles_deg, reconstruction, paths["tomogram_path"], voxel
+    )
+    with mrcfile.mmap(paths["tomogram_path"], permissive=False) as mrc:
+        write_snapshots(
+            mrc.data,
+            paths["xy_snapshot_path"],
+            paths["xz_snapshot_path"],
+            paths["slab_snapshot_path"],
+        )
+    excluded = [r for r in stack.records if r.status != "used"]
+    summary = {
+        "tilt_series_name": metadata.name,
+        "mdoc_path": str(metadata.mdoc_path),
+        **{k: str(v) for k, v in paths.items()},
+        "number_of_tilts_listed": len(stack.records),
+        "number_of_tilts_used": len(used),
+        "number_of_tilts_excluded": len(excluded),
+        "excluded_tilts": [
+            {"tilt_angle_deg": r.tilt_angle_deg, "movie_name": r.movie_name, "reason": r.status}
+            for r in excluded
+        ],
+        "min_tilt_deg": float(stack.tilt_angles_deg.min()),
+        "max_tilt_deg": float(stack.tilt_angles_deg.max()),
+        "tilt_axis_angle_deg": alignment.tilt_axis_angle_deg,
+        "alignment_binning": alignment.binning,
+        "alignment_residual_px": alignment.residual_rms_px,
+        "alignment_residual_angstrom": alignment.residual_rms_px
+        * alignment.binning
+        * stack.pixel_size_angstrom,
+        "patches_used": alignment.patches_used,
+        "pixel_size_angstrom": stack.pixel_size_angstrom,
+        "binning": binning,
+        "voxel_size_angstrom": voxel,
+        "tomogram_shape_zyx": [reconstruction.thickness_px, *aligned.shape[1:]],
+        "reconstruction_method": reconstruction.method,
+        "motion_corrected": all(r.motion_corrected for r in used),
+        "ctf_estimated": all(r.ctf_estimated for r in used),
+        "tilts": [asdict(r) for r in stack.records],
+    }
+    write_json_atomic(paths["summary_path"], summary)
+    return summary
+
+
+_CTF_KEYS = (
+    "box_size_px",
+    "min_resolution_angstrom",
+    "max_resolution_angstrom",
+    "min_defocus_angstrom",
+    "max_defocus_angstrom",
+    "defocus_step_angstrom",
+)
+
+TABLE_COLUMNS = [
+    "tilt_series_name",
+    "number_of_tilts_used",
+    "number_of_tilts_excluded",
+    "min_tilt_deg",
+    "max_tilt_deg",
+    "tilt_axis_angle_deg",
+    "alignment_residual_px",
+    "alignment_residual_angstrom",
+    "voxel_size_angstrom",
+    "tomogram_path",
+    "xy_snapshot_path",
+    "xz_snapshot_path",
+    "slab_snapshot_path",
+    "residual_plot_path",
+]
+
+
+def aggregate_tomograms(summary_paths: list[str | Path], table_path: str | Path) -> pd.DataFrame:
+    """Per-session tomogram table (CSV), one row per tilt series, sorted by name."""
+    import json
+
+    rows = []
+    for path in summary_paths:
+        with open(path) as handle:
+            summary = json.load(handle)
+        rows.append({column: summary[column] for column in TABLE_COLUMNS})
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS).sort_values("tilt_series_name")
+    with atomic_path(table_path) as temporary:
+        table.to_csv(temporary, index=False, float_format="%.4g")
+    return table
+
+
+def ready_tilt_series(
+    session_dir: str | Path, mdoc_glob: str, timeout_s: float, now: float | None = None
+) -> dict[str, dict]:
+    """{name: {"mdoc": path, "movies": [present movie paths]}} for tilt series ready to run
+    (complete, or idle past `timeout_s`); the workflow's discovery function."""
+    ready = {}
+    for name, mdoc_path in discover_tilt_series(session_dir, mdoc_glob).items():
+        metadata = read_tilt_series_mdoc(mdoc_path)
+        if tilt_series_ready(metadata, timeout_s, now=now):
+            movies = [metadata.movie_path(t) for t in metadata.tilts]
+            ready[name] = {
+                "mdoc": str(mdoc_path),
+                "movies": [str(p) for p in movies if p is not None and p.is_file()],
+            }
+    return ready

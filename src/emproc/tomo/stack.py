@@ -1,0 +1,207 @@
+"""Tilt-stack assembly: per-tilt sums, bad-tilt exclusion, dose weighting, stack files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import scipy.fft
+
+from emproc.io.atomic import atomic_path, write_text_atomic
+from emproc.io.mdoc import TiltSeriesMetadata
+from emproc.tomo.dose import dose_filter
+from emproc.tomo.per_tilt import TiltCtf, motion_corrected_sum, read_tilt_movie, tilt_ctf
+
+
+class TiltStackError(ValueError):
+    """Too few usable tilts, or tilts of inconsistent size."""
+
+
+@dataclass(frozen=True)
+class ExclusionParams:
+    """Thresholds for dropping tilts; each names its unit."""
+
+    dark_fraction: float = 0.2  # mean counts below this fraction of the median: blank/dark
+    intensity_outlier_mad: float = 6.0  # |log mean - median| beyond this many robust sigmas
+    max_ctf_fit_resolution_angstrom: float = 40.0  # estimated fits worse than this fail
+    min_tilts: int = 5
+
+
+@dataclass(frozen=True)
+class TiltRecord:
+    """One tilt's fate. `status` is 'used', 'missing', 'dark', 'intensity_outlier' or
+    'ctf_fit_failed'."""
+
+    tilt_angle_deg: float
+    acquisition_index: int
+    movie_name: str | None
+    accumulated_dose_e_per_angstrom2: float  # before this exposure, in acquisition order
+    exposure_dose_e_per_angstrom2: float
+    mean_counts: float | None
+    defocus_angstrom: float | None
+    ctf_estimated: bool
+    ctf_fit_resolution_angstrom: float | None
+    motion_corrected: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class TiltStack:
+    images: np.ndarray  # [tilt, y, x] float32 contrast (mean 0), used tilts by tilt angle
+    tilt_angles_deg: np.ndarray
+    records: tuple[TiltRecord, ...]  # every tilt of the mdoc, by tilt angle
+    pixel_size_angstrom: float
+    tilt_axis_angle_deg: float
+
+    @property
+    def used(self) -> list[TiltRecord]:
+        return [r for r in self.records if r.status == "used"]
+
+
+def fourier_bin(image: np.ndarray, factor: int) -> np.ndarray:
+    """Bin an image by Fourier cropping (no aliasing); sizes must divide by `factor`."""
+    if factor == 1:
+        return image.astype(np.float32, copy=False)
+    ny, nx = image.shape
+    my, mx = ny // factor, nx // factor
+    spectrum = scipy.fft.rfft2(image)
+    rows = np.r_[0 : my // 2, ny - my // 2 : ny]
+    cropped = spectrum[rows, : mx // 2 + 1]
+    return (scipy.fft.irfft2(cropped, s=(my, mx)) / factor**2).astype(np.float32)
+
+
+def assemble_tilt_stack(
+    metadata: TiltSeriesMetadata,
+    *,
+    frames_dir: Path | None = None,
+    exclusion: ExclusionParams | None = None,
+    voltage_kv: float = 300.0,
+    ctf_settings: dict | None = None,
+    dose_weighting: bool = True,
+) -> TiltStack:
+    """Read every present tilt movie, sum (motion-correct) it, find its CTF, drop bad tilts,
+    dose-weight by accumulated dose and sort by tilt angle. Missing movies are recorded,
+    not fatal."""
+    exclusion = exclusion or ExclusionParams()
+    accumulated = 0.0
+    records: list[TiltRecord] = []
+    images: dict[int, np.ndarray] = {}
+    for tilt in metadata.tilts:  # acquisition order: dose accumulates in this order
+        path = metadata.movie_path(tilt, frames_dir)
+        record = TiltRecord(
+            tilt_angle_deg=tilt.tilt_angle_deg,
+            acquisition_index=tilt.acquisition_index,
+            movie_name=None if path is None else path.name,
+            accumulated_dose_e_per_angstrom2=accumulated,
+            exposure_dose_e_per_angstrom2=tilt.exposure_dose_e_per_angstrom2,
+            mean_counts=None,
+            defocus_angstrom=tilt.defocus_angstrom,
+            ctf_estimated=False,
+            ctf_fit_resolution_angstrom=None,
+            motion_corrected=False,
+            status="missing",
+        )
+        accumulated += tilt.exposure_dose_e_per_angstrom2
+        if path is not None and path.is_file():
+            frames = read_tilt_movie(path)
+            dose_per_frame = tilt.exposure_dose_e_per_angstrom2 / max(len(frames), 1)
+            image, corrected = motion_corrected_sum(
+                frames,
+                pixel_size_angstrom=metadata.pixel_size_angstrom,
+                dose_per_frame_e_per_angstrom2=dose_per_frame,
+            )
+            images[len(records)] = image
+            record = replace(
+                record,
+                mean_counts=float(image.mean()),
+                motion_corrected=corrected,
+                status="used",
+            )
+        records.append(record)
+    shapes = {image.shape for image in images.values()}
+    if len(shapes) > 1:
+        raise TiltStackError(f"{metadata.mdoc_path}: tilt movies differ in size: {sorted(shapes)}")
+    records = _flag_intensity(records, exclusion)
+    for index, record in enumerate(records):
+        if record.status != "used":
+            continue
+        ctf: TiltCtf = tilt_ctf(
+            images[index],
+            pixel_size_angstrom=metadata.pixel_size_angstrom,
+            nominal_defocus_angstrom=record.defocus_angstrom,
+            ctf_settings=ctf_settings,
+        )
+        failed = ctf.estimated and (
+            ctf.fit_resolution_angstrom is None
+            or ctf.fit_resolution_angstrom > exclusion.max_ctf_fit_resolution_angstrom
+        )
+        records[index] = replace(
+            record,
+            defocus_angstrom=ctf.defocus_angstrom,
+            ctf_estimated=ctf.estimated,
+            ctf_fit_resolution_angstrom=ctf.fit_resolution_angstrom,
+            status="ctf_fit_failed" if failed else "used",
+        )
+    order = sorted(range(len(records)), key=lambda i: records[i].tilt_angle_deg)
+    used = [i for i in order if records[i].status == "used"]
+    if len(used) < exclusion.min_tilts:
+        raise TiltStackError(
+            f"{metadata.mdoc_path}: only {len(used)} usable tilts "
+            f"(need {exclusion.min_tilts}); statuses: {[records[i].status for i in order]}"
+        )
+    stack = np.empty((len(used), *next(iter(shapes))), dtype=np.float32)
+    for slot, index in enumerate(used):
+        image = images[index]
+        # density convention: dense matter positive at low frequency (images show it dark)
+        contrast = 1.0 - image / image.mean()
+        if dose_weighting:
+            record = records[index]
+            mid_exposure = (
+                record.accumulated_dose_e_per_angstrom2 + 0.5 * record.exposure_dose_e_per_angstrom2
+            )
+            weights = dose_filter(
+                contrast.shape, metadata.pixel_size_angstrom, mid_exposure, voltage_kv, rfft=True
+            )
+            contrast = scipy.fft.irfft2(scipy.fft.rfft2(contrast) * weights, s=contrast.shape)
+        stack[slot] = contrast
+    return TiltStack(
+        images=stack,
+        tilt_angles_deg=np.array([records[i].tilt_angle_deg for i in used]),
+        records=tuple(records[i] for i in order),
+        pixel_size_angstrom=metadata.pixel_size_angstrom,
+        tilt_axis_angle_deg=metadata.tilt_axis_angle_deg,
+    )
+
+
+def _flag_intensity(records: list[TiltRecord], exclusion: ExclusionParams) -> list[TiltRecord]:
+    means = np.array([r.mean_counts for r in records if r.status == "used"])
+    if means.size == 0:
+        return records
+    median = float(np.median(means))
+    bright = means[means >= exclusion.dark_fraction * median]
+    log_means = np.log(np.maximum(bright, 1e-12))
+    centre = float(np.median(log_means))
+    spread = 1.4826 * float(np.median(np.abs(log_means - centre))) or 1e-3
+    flagged = []
+    for record in records:
+        if record.status == "used" and record.mean_counts is not None:
+            if record.mean_counts < exclusion.dark_fraction * median:
+                record = replace(record, status="dark")
+            elif abs(np.log(max(record.mean_counts, 1e-12)) - centre) > (
+                exclusion.intensity_outlier_mad * spread
+            ):
+                record = replace(record, status="intensity_outlier")
+        flagged.append(record)
+    return flagged
+
+
+def write_stack(stack: TiltStack, stack_path: Path, rawtlt_path: Path) -> None:
+    """Stack MRC (IMOD .st-like, sorted by tilt) and the matching `.rawtlt`."""
+    with atomic_path(stack_path) as temporary:
+        with mrcfile.new(temporary, overwrite=True) as mrc:
+            mrc.set_data(stack.images)
+            mrc.voxel_size = stack.pixel_size_angstrom
+            mrc.header.ispg = 0  # an image stack, not a volume
+    write_text_atomic(rawtlt_path, "".join(f"{a:.2f}\n" for a in stack.tilt_angles_deg))
