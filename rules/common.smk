@@ -4,6 +4,7 @@ import sys
 
 from emproc.config import ConfigError, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
+from emproc.failures import failure_records
 from emproc.resources import rule_resources
 
 
@@ -23,18 +24,29 @@ SESSION_DIR = config["session"]["session_dir"]
 
 if config["session"]["experiment"] == "spa":
     try:
-        MOVIE_PATHS = discover_movies(SESSION_DIR, config["session"]["movie_glob"])
+        MOVIE_PATHS = discover_movies(
+            SESSION_DIR,
+            config["session"]["movie_glob"],
+            movie_list=config["session"]["movie_list"],
+        )
     except DiscoveryError as error:
         _fail(error)
 else:
     MOVIE_PATHS = {}
-MOVIES = list(MOVIE_PATHS)
+# Movies whose processing failed before are left out of the aggregates, so one bad movie
+# never blocks the session's tables and ingest (emproc.failures; `emproc run --retry-failed`).
+FAILED_MOVIES = failure_records(OUTDIR)
+MOVIES = [movie for movie in MOVIE_PATHS if movie not in FAILED_MOVIES]
 
 
 
 def out(path):
     """`path` under the output directory (outputs.dir)."""
     return f"{OUTDIR}/{path}"
+
+
+def failure_record(stage):
+    return out(f"failures/{stage}/{{movie}}.json")
 
 
 def movie_file(wildcards):

@@ -9,6 +9,7 @@ rule import_movie:
     params:
         session_dir=SESSION_DIR,
         microscope=config["microscope"],
+        failure_record=failure_record("import"),
     threads: resources_of("import_movie")["threads"]
     resources:
         mem_mb=resources_of("import_movie")["mem_mb"],
@@ -35,6 +36,7 @@ rule motion_correct:
         drift_plot=out("MotionCorr/{movie}_drift.png"),
     params:
         motion=config["motion"],
+        failure_record=failure_record("motion"),
     threads: resources_of("motion_correct")["threads"]
     resources:
         mem_mb=resources_of("motion_correct")["mem_mb"],
@@ -57,6 +59,7 @@ rule ctf_estimate:
         diagnostic=out("CtfFind/{movie}_ctf.png"),
     params:
         ctf=config["ctf"],
+        failure_record=failure_record("ctf"),
     threads: resources_of("ctf_estimate")["threads"]
     resources:
         mem_mb=resources_of("ctf_estimate")["mem_mb"],

@@ -40,6 +40,7 @@ rule process_tilt_series:
         output_dir=OUTDIR,
         tomo=config["tomo"],
         microscope=config["microscope"],
+        motion=config["motion"],
         ctf=config["ctf"],
     threads: resources_of("process_tilt_series")["threads"]
     resources:

@@ -4,7 +4,7 @@ from emproc.metadata import build_movie_metadata
 from emproc.io.atomic import write_json_atomic
 from emproc.scripting import step_logging
 
-with step_logging(snakemake.log[0], "import"):
+with step_logging(snakemake.log[0], "import", snakemake.params.failure_record):
     metadata = build_movie_metadata(
         snakemake.input.movie,
         session_dir=snakemake.params.session_dir,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
+from emproc.failures import clear_all_failures, failure_records
+from emproc.status import format_status, session_status
+from emproc.watch import WatchSettings, watch_session
 
 
 def _check_config(config_path: str, overrides: dict[str, str]) -> dict:
@@ -60,13 +65,92 @@ def snakemake_command(
 
 def command_run(args: argparse.Namespace) -> int:
     extra = [argument for argument in args.snakemake_args if argument != "--"]
-    _check_config(args.configfile, _config_overrides(extra))
+    config = _check_config(args.configfile, _config_overrides(extra))
+    output_dir = config["outputs"]["dir"]
+    if args.retry_failed:
+        print(f"emproc: retrying {clear_all_failures(output_dir)} failed movies", file=sys.stderr)
     profile = args.profile
     if profile is None and (WORKFLOW_ROOT / "profiles" / "local").is_dir():
         profile = str(WORKFLOW_ROOT / "profiles" / "local")
     command = snakemake_command(args.configfile, profile, args.cores, extra)
+    return run_session(command, output_dir)
+
+
+def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[str]:
+    """Add `key=value` pairs to the command's `--config` (Snakemake keeps only one)."""
+    command = list(command)
+    for flag in ("--config", "-C"):
+        if flag in command:
+            position = command.index(flag) + 1
+            return command[:position] + list(pairs) + command[position:]
+    return [*command, "--config", *pairs]
+
+
+def _call(command: Sequence[str]) -> int:
+    """Run Snakemake; Ctrl-C (also when only we received it) stops it cleanly."""
+    process = subprocess.Popen(list(command), env=os.environ.copy())
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+        raise
+
+
+def run_session(command: Sequence[str], output_dir: str | Path) -> int:
+    """Run the workflow; if movies failed, run it again so the aggregates complete without them."""
     print("emproc: running " + " ".join(command), file=sys.stderr)
-    return subprocess.call(command, env=os.environ.copy())
+    failed_before = set(failure_records(output_dir))
+    returncode = _call(command)
+    newly_failed = set(failure_records(output_dir)) - failed_before
+    if returncode != 0 and newly_failed:
+        # The aggregates waited on the movies that failed; the next DAG leaves those out.
+        print(
+            f"emproc: {len(newly_failed)} movie(s) failed; completing the session without them",
+            file=sys.stderr,
+        )
+        returncode = _call(command)
+    failures = failure_records(output_dir)
+    if failures:
+        print(
+            f"emproc: {len(failures)} movie(s) failed (details: emproc status {output_dir})",
+            file=sys.stderr,
+        )
+    return returncode
+
+
+def command_watch(args: argparse.Namespace) -> int:
+    extra = [argument for argument in args.snakemake_args if argument != "--"]
+    config = validate_config({**load_config(args.configfile), "session_dir": args.session_dir})
+    session_dir = Path(config["session"]["session_dir"])
+    if not session_dir.is_dir():
+        raise DiscoveryError(f"session directory does not exist: {session_dir}")
+    output_dir = Path(config["outputs"]["dir"])
+    profile = args.profile or str(WORKFLOW_ROOT / "profiles" / "local")
+    command = snakemake_command(args.configfile, profile, args.cores, extra)
+    settings = WatchSettings(
+        interval_s=args.interval,
+        max_interval_s=args.max_interval,
+        idle_timeout_s=args.idle_timeout,
+        stable_seconds=args.stable_seconds,
+    )
+
+    def run_workflow(manifest: Path) -> int:
+        overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
+        return run_session(with_config_overrides(command, overrides), output_dir)
+
+    try:
+        return watch_session(
+            session_dir, config["session"]["movie_glob"], output_dir, run_workflow, settings
+        )
+    except KeyboardInterrupt:
+        print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)
+        return 130
+
+
+def command_status(args: argparse.Namespace) -> int:
+    print(format_status(session_status(args.output_dir)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--configfile", default="config/config.yaml")
     run.add_argument("--profile", default=None, help="Snakemake profile dir (default: local)")
     run.add_argument("--cores", type=int, default=None)
+    run.add_argument(
+        "--retry-failed", action="store_true", help="attempt movies that failed before again"
+    )
     run.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     run.set_defaults(handler=command_run)
+
+    watch = subparsers.add_parser(
+        "watch",
+        help="process a session while it is being collected",
+        description="Scan the session, process movies once their files are complete, "
+        "until no new movie arrived for --idle-timeout seconds (or Ctrl-C).",
+    )
+    watch.add_argument("session_dir")
+    watch.add_argument("--configfile", default="config/config.yaml")
+    watch.add_argument("--profile", default=None, help="Snakemake profile dir (default: local)")
+    watch.add_argument("--cores", type=int, default=None)
+    watch.add_argument("--interval", type=float, default=30.0, help="seconds between scans")
+    watch.add_argument("--max-interval", type=float, default=300.0, help="backoff limit, s")
+    watch.add_argument("--idle-timeout", type=float, default=3600.0, help="stop after, s")
+    watch.add_argument(
+        "--stable-seconds", type=float, default=30.0, help="unchanged this long = complete"
+    )
+    watch.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    watch.set_defaults(handler=command_watch)
+
+    status = subparsers.add_parser("status", help="counts, failures and key numbers of a run")
+    status.add_argument("output_dir")
+    status.set_defaults(handler=command_status)
 
     validate = subparsers.add_parser("validate-config", help="check a config file and its session")
     validate.add_argument("configfile")
@@ -106,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        if args.command != "run":
+        if args.command not in ("run", "watch"):
             parser.error(f"unrecognised arguments: {' '.join(unknown)}")
         args.snakemake_args = list(unknown) + list(args.snakemake_args)
     try:

@@ -19,7 +19,11 @@ SCHEMA_PATH = WORKFLOW_ROOT / "config" / "config.schema.yaml"
 
 # Top-level shorthands so `--config session_dir=/path output_dir=/out` works on the
 # command line, where nested keys cannot be set one at a time.
-SHORTHANDS = {"session_dir": ("session", "session_dir"), "output_dir": ("outputs", "dir")}
+SHORTHANDS = {
+    "session_dir": ("session", "session_dir"),
+    "output_dir": ("outputs", "dir"),
+    "movie_list": ("session", "movie_list"),
+}
 
 
 class ConfigError(ValueError):

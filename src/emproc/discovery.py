@@ -26,19 +26,38 @@ def movie_id(movie_path: Path, session_dir: Path) -> str:
     )
 
 
+def _listed_movies(session_dir: Path, movie_list: Path) -> list[Path]:
+    try:
+        lines = movie_list.read_text().splitlines()
+    except FileNotFoundError as error:
+        raise DiscoveryError(f"movie list not found: {movie_list}") from error
+    return [session_dir / line.strip() for line in lines if line.strip()]
+
+
 def discover_movies(
-    session_dir: str | Path, movie_glob: str, *, allow_empty: bool = False
+    session_dir: str | Path,
+    movie_glob: str,
+    *,
+    allow_empty: bool = False,
+    movie_list: str | Path | None = None,
 ) -> dict[str, Path]:
     """Map `{movie}` ids to movie paths, sorted by id.
 
+    With `movie_list` (a file of paths relative to the session, as `emproc watch` writes
+    them once complete) only those movies count; otherwise `movie_glob` is expanded.
     Hidden files (`.name`, e.g. transfers in progress) are skipped.
     """
     session_dir = Path(session_dir)
     if not session_dir.is_dir():
         raise DiscoveryError(f"session directory does not exist: {session_dir}")
+    candidates = (
+        _listed_movies(session_dir, Path(movie_list))
+        if movie_list
+        else session_dir.glob(movie_glob)
+    )
     movies = {
         movie_id(path, session_dir): path
-        for path in session_dir.glob(movie_glob)
+        for path in candidates
         if path.is_file() and not path.name.startswith(".")
     }
     if not movies and not allow_empty:

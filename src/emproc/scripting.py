@@ -8,13 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from emproc.failures import clear_failure, record_failure
+
 
 @contextmanager
-def step_logging(log_path: str | Path | None, step: str) -> Iterator[logging.Logger]:
+def step_logging(
+    log_path: str | Path | None, step: str, failure_record: str | Path | None = None
+) -> Iterator[logging.Logger]:
     """Log to the rule's log file; on failure log one clear line and re-raise.
 
     The re-raise makes Snakemake mark the job failed (and, with --keep-going, carry on
-    with the other movies); the line in the log names the file and the problem.
+    with the other movies); the line in the log names the file and the problem. With
+    `failure_record`, the failure is also recorded there (emproc.failures) so the next
+    DAG leaves this movie out of the aggregates; a success clears an old record.
     """
     logger = logging.getLogger(f"emproc.{step}")
     handler: logging.Handler | None = None
@@ -29,7 +35,12 @@ def step_logging(log_path: str | Path | None, step: str) -> Iterator[logging.Log
     except Exception as error:
         logger.error("%s failed: %s", step, error)
         print(f"emproc {step} failed: {error}", file=sys.stderr)
+        if failure_record:
+            record_failure(failure_record, step, error)
         raise
+    else:
+        if failure_record:
+            clear_failure(failure_record)
     finally:
         if handler is not None:
             logging.getLogger("emproc").removeHandler(handler)

@@ -1,0 +1,62 @@
+"""Per-movie failure records: a bad movie never blocks the rest of the session.
+
+A per-movie job that fails (corrupt file, wrong gain size, ...) writes
+`<outputs>/failures/<stage>/<movie>.json` with the error before Snakemake marks it failed.
+When the workflow's DAG is next built, movies with a record are left out of the aggregates
+(STAR tables, ISPyB, 2D batches), so those complete for every other movie; `emproc run`
+does this second pass itself. `emproc status` lists the records; `emproc run --retry-failed`
+removes them so the failed movies are attempted again (e.g. after fixing the gain).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from emproc.io.atomic import write_json_atomic
+
+FAILURES_DIR = "failures"
+
+
+def record_failure(record_path: str | Path, step: str, error: BaseException) -> None:
+    write_json_atomic(
+        record_path,
+        {
+            "step": step,
+            "error": str(error),
+            "error_type": type(error).__name__,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def clear_failure(record_path: str | Path) -> None:
+    Path(record_path).unlink(missing_ok=True)
+
+
+def failure_records(output_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """`{movie: [record, ...]}` for every failure recorded under `output_dir`."""
+    root = Path(output_dir) / FAILURES_DIR
+    records: dict[str, list[dict[str, Any]]] = {}
+    if not root.is_dir():
+        return records
+    for path in sorted(root.glob("*/**/*.json")):
+        stage_dir, *rest = path.relative_to(root).parts
+        movie = str(Path(*rest).with_suffix(""))
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            record = {"step": stage_dir, "error": f"unreadable failure record {path}"}
+        record.setdefault("step", stage_dir)
+        records.setdefault(movie, []).append(record)
+    return records
+
+
+def clear_all_failures(output_dir: str | Path) -> int:
+    """Remove every failure record; return how many movies had one."""
+    count = len(failure_records(output_dir))
+    shutil.rmtree(Path(output_dir) / FAILURES_DIR, ignore_errors=True)
+    return count

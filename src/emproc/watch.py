@@ -1,0 +1,217 @@
+"""`emproc watch`: keep processing a session while the microscope writes it.
+
+Each cycle scans the session incrementally (only directories whose mtime changed are
+listed again), promotes movies whose size and mtime have been stable for a while to an
+append-only manifest, and runs the workflow on the manifest (`session.movie_list`), so a
+file still being written is never read. Snakemake skips what is complete, so killing the
+watcher at any moment and starting it again loses nothing and redoes nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emproc.io.atomic import write_text_atomic
+
+WATCH_DIR = ".emproc-watch"
+
+
+@dataclass
+class _Directory:
+    mtime_ns: int
+    subdirectories: list[str]
+    files: list[str]
+
+
+@dataclass
+class IncrementalScanner:
+    """Lists a session's files, re-reading only directories that changed since last time.
+
+    Parallel file systems dislike heavy polling: a scan costs one stat per known directory
+    plus one listing per changed directory.
+    """
+
+    root: Path
+    pattern: str
+    _directories: dict[str, _Directory] = field(default_factory=dict)
+
+    def _matches(self, relative: str) -> bool:
+        if "**" in self.pattern:
+            return fnmatch.fnmatchcase(relative, self.pattern.replace("**/", "*"))
+        parts, pattern_parts = relative.split("/"), self.pattern.split("/")
+        return len(parts) == len(pattern_parts) and all(
+            fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, pattern_parts, strict=True)
+        )
+
+    def _could_contain(self, relative_dir: str) -> bool:
+        """Prune directories that cannot lead to a match (patterns without `**`)."""
+        if "**" in self.pattern:
+            return True
+        parts = [] if relative_dir == "" else relative_dir.split("/")
+        pattern_parts = self.pattern.split("/")
+        return len(parts) < len(pattern_parts) and all(
+            fnmatch.fnmatchcase(part, glob)
+            for part, glob in zip(parts, pattern_parts[: len(parts)], strict=True)
+        )
+
+    def scan(self) -> list[str]:
+        """Relative paths of the files that match the pattern, sorted."""
+        matches: list[str] = []
+        pending = [""]
+        seen: set[str] = set()
+        while pending:
+            relative_dir = pending.pop()
+            seen.add(relative_dir)
+            path = self.root / relative_dir
+            try:
+                mtime_ns = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            known = self._directories.get(relative_dir)
+            if known is None or known.mtime_ns != mtime_ns:
+                subdirectories, files = [], []
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("."):
+                            continue  # hidden: transfers in progress, our own state
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirectories.append(entry.name)
+                        elif entry.is_file():
+                            files.append(entry.name)
+                known = _Directory(mtime_ns, subdirectories, files)
+                self._directories[relative_dir] = known
+            prefix = f"{relative_dir}/" if relative_dir else ""
+            matches += [prefix + name for name in known.files if self._matches(prefix + name)]
+            pending += [
+                prefix + name for name in known.subdirectories if self._could_contain(prefix + name)
+            ]
+        for gone in set(self._directories) - seen:
+            del self._directories[gone]
+        return sorted(matches)
+
+
+@dataclass
+class StabilityTracker:
+    """A file is complete once its size and mtime stayed the same for `stable_seconds`."""
+
+    root: Path
+    stable_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _observed: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+
+    def ready(self, candidates: Sequence[str]) -> list[str]:
+        now = self.clock()
+        ready = []
+        for relative in candidates:
+            try:
+                stat = (self.root / relative).stat()
+            except FileNotFoundError:
+                self._observed.pop(relative, None)
+                continue
+            signature = (stat.st_size, stat.st_mtime_ns)
+            previous = self._observed.get(relative)
+            if previous is None or previous[:2] != signature:
+                self._observed[relative] = (*signature, now)
+                if self.stable_seconds > 0:
+                    continue
+                previous = self._observed[relative]
+            if stat.st_size > 0 and now - previous[2] >= self.stable_seconds:
+                ready.append(relative)
+                del self._observed[relative]
+        return ready
+
+
+def read_manifest(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_to_manifest(path: Path, movies: Sequence[str]) -> None:
+    # rewrite atomically: a killed watcher never leaves half a line
+    write_text_atomic(path, "".join(f"{movie}\n" for movie in [*read_manifest(path), *movies]))
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    interval_s: float = 30.0
+    max_interval_s: float = 300.0
+    backoff: float = 1.5
+    idle_timeout_s: float = 3600.0
+    stable_seconds: float = 30.0
+
+
+def _acquire_lock(lock_path: Path) -> None:
+    """One watcher per output dir; a lock left by a killed watcher is taken over."""
+    if lock_path.exists():
+        try:
+            pid = int(lock_path.read_text().strip() or 0)
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass  # stale
+        else:
+            if pid != os.getpid():
+                raise RuntimeError(f"another emproc watch (pid {pid}) works on {lock_path.parent}")
+    write_text_atomic(lock_path, f"{os.getpid()}\n")
+
+
+def watch_session(
+    session_dir: Path,
+    movie_glob: str,
+    output_dir: Path,
+    run_workflow: Callable[[Path], int],
+    settings: WatchSettings = WatchSettings(),  # noqa: B008 - frozen
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> int:
+    """Scan, promote stable movies to the manifest, run the workflow; until idle.
+
+    `run_workflow(manifest_path)` runs Snakemake on the manifest and returns its exit code.
+    Returns the exit code of the last workflow run.
+    """
+    state_dir = output_dir / WATCH_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = state_dir / "lock"
+    _acquire_lock(lock_path)
+    manifest = state_dir / "ready_movies.txt"
+    known = set(read_manifest(manifest))
+    scanner = IncrementalScanner(session_dir, movie_glob)
+    tracker = StabilityTracker(session_dir, settings.stable_seconds, clock)
+    interval = settings.interval_s
+    last_new = clock()
+    returncode = 0
+    run_needed = True  # complete whatever an earlier (killed) watcher left
+    try:
+        while True:
+            candidates = [path for path in scanner.scan() if path not in known]
+            new = tracker.ready(candidates)
+            if new:
+                append_to_manifest(manifest, new)
+                known.update(new)
+                last_new = clock()
+                interval = settings.interval_s
+                run_needed = True
+                log(f"emproc watch: {len(new)} new movie(s), {len(known)} in total")
+            if run_needed and known:
+                returncode = run_workflow(manifest)
+                run_needed = False
+            waiting = len(candidates) - len(new)  # seen, still being written
+            idle = clock() - last_new
+            if idle >= settings.idle_timeout_s and not waiting:
+                log(f"emproc watch: no new movie for {idle:.0f} s; stopping")
+                return returncode
+            if waiting:
+                pause = min(settings.interval_s, max(settings.stable_seconds / 2, 0.05))
+            else:
+                pause = min(interval, settings.idle_timeout_s - idle)
+                interval = min(interval * settings.backoff, settings.max_interval_s)
+            sleep(max(pause, 0.0))
+    finally:
+        lock_path.unlink(missing_ok=True)

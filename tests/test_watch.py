@@ -1,0 +1,157 @@
+"""Watch mode: incremental scans, stability, exactly-once promotion, crash-safe restarts."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from emproc.cli import with_config_overrides
+from emproc.watch import (
+    IncrementalScanner,
+    StabilityTracker,
+    WatchSettings,
+    read_manifest,
+    watch_session,
+)
+
+GLOB = "Images-Disc*/GridSquare_*/Data/*_fractions.tiff"
+
+
+def _movie(root: Path, square: int, hole: int, content: bytes = b"frames") -> Path:
+    path = root / "Images-Disc1" / f"GridSquare_{square}" / "Data"
+    path.mkdir(parents=True, exist_ok=True)
+    movie = path / f"FoilHole_{hole}_Data_1_1_20261129_1200{hole:02d}_fractions.tiff"
+    movie.write_bytes(content)
+    return movie
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_scanner_finds_new_squares_and_lists_only_changed_directories(tmp_path, monkeypatch):
+    _movie(tmp_path, 1, 1)
+    (tmp_path / "Images-Disc1" / "GridSquare_1" / "Data" / "notes.txt").write_text("x")
+    (tmp_path / "Metadata").mkdir()  # cannot lead to a match: never listed
+    scanner = IncrementalScanner(tmp_path, GLOB)
+    assert [Path(p).name for p in scanner.scan()] == [
+        "FoilHole_1_Data_1_1_20261129_120001_fractions.tiff"
+    ]
+    listed: list[str] = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(
+        "emproc.watch.os.scandir", lambda path: listed.append(str(path)) or real_scandir(path)
+    )
+    assert len(scanner.scan()) == 1
+    assert listed == []  # nothing changed: stats only
+    _movie(tmp_path, 2, 2)
+    assert len(scanner.scan()) == 2
+    assert sorted(Path(p).name for p in listed) == ["Data", "GridSquare_2", "Images-Disc1"]
+
+
+def test_a_growing_file_is_not_ready_until_stable(tmp_path):
+    clock = FakeClock()
+    movie = _movie(tmp_path, 1, 1, b"part")
+    tracker = StabilityTracker(tmp_path, stable_seconds=10, clock=clock)
+    relative = str(movie.relative_to(tmp_path))
+    assert tracker.ready([relative]) == []
+    clock.now = 8
+    with movie.open("ab") as handle:
+        handle.write(b" more")
+    assert tracker.ready([relative]) == []
+    clock.now = 17  # 9 s after the last change
+    assert tracker.ready([relative]) == []
+    clock.now = 18.5
+    assert tracker.ready([relative]) == [relative]
+
+
+def test_watch_promotes_each_movie_once_never_partial_and_stops_when_idle(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    session.mkdir()
+    clock = FakeClock()
+    runs: list[list[str]] = []
+    written: dict[str, bytes] = {}
+
+    def run_workflow(manifest: Path) -> int:
+        listed = read_manifest(manifest)
+        for relative in listed:  # never a partial file: content equals the final content
+            assert (session / relative).read_bytes() == written[relative]
+        runs.append(listed)
+        return 0
+
+    # collection script: at time t, this happens
+    slow = "Images-Disc1/GridSquare_2/Data/FoilHole_3_Data_1_1_20261129_120003_fractions.tiff"
+    events = {
+        10: lambda: _movie(session, 1, 1, b"one"),
+        20: lambda: _movie(session, 1, 2, b"two"),
+        30: lambda: _movie(session, 2, 3, b"thr"),  # written slowly in chunks
+        40: lambda: (session / slow).open("ab").write(b"ee"),
+        50: lambda: (session / slow).open("ab").write(b"e!"),
+    }
+    final = {
+        "Images-Disc1/GridSquare_1/Data/FoilHole_1_Data_1_1_20261129_120001_fractions.tiff": b"one",
+        "Images-Disc1/GridSquare_1/Data/FoilHole_2_Data_1_1_20261129_120002_fractions.tiff": b"two",
+        slow: b"threee!",
+    }
+    written.update(final)
+
+    def sleep(seconds: float) -> None:
+        target = clock.now + max(seconds, 0.5)
+        for when in sorted(events):
+            if clock.now < when <= target:
+                clock.now = when
+                events.pop(when)()
+        clock.now = target
+
+    settings = WatchSettings(interval_s=5, max_interval_s=20, idle_timeout_s=120, stable_seconds=15)
+    assert watch_session(session, GLOB, output, run_workflow, settings, clock, sleep) == 0
+    manifest = read_manifest(output / ".emproc-watch" / "ready_movies.txt")
+    assert sorted(manifest) == sorted(final) and len(manifest) == len(set(manifest))
+    assert runs[-1] == manifest
+    assert clock.now >= 50 + 15 + 120  # stopped only after idling
+    assert not (output / ".emproc-watch" / "lock").exists()
+
+
+def test_restarted_watch_keeps_its_manifest_and_finishes_the_work(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    movie = _movie(session, 1, 1)
+    relative = str(movie.relative_to(session))
+    state = output / ".emproc-watch"
+    state.mkdir(parents=True)
+    (state / "ready_movies.txt").write_text(relative + "\n")
+    (state / "lock").write_text("999999999\n")  # left by a killed watcher
+    clock = FakeClock()
+    runs: list[list[str]] = []
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    settings = WatchSettings(interval_s=1, idle_timeout_s=3, stable_seconds=0)
+    watch_session(
+        session, GLOB, output, lambda m: runs.append(read_manifest(m)) or 0, settings, clock, sleep
+    )
+    assert runs == [[relative]]  # one run completes what the killed watcher left
+
+
+def test_a_second_live_watcher_is_refused(tmp_path):
+    state = tmp_path / "processed" / ".emproc-watch"
+    state.mkdir(parents=True)
+    (state / "lock").write_text(f"{os.getppid()}\n")
+    with pytest.raises(RuntimeError, match="another emproc watch"):
+        watch_session(tmp_path, GLOB, tmp_path / "processed", lambda m: 0)
+
+
+def test_config_overrides_join_the_users_config_flag():
+    command = ["snakemake", "--config", "a=1", "--dry-run"]
+    assert with_config_overrides(command, ["movie_list=/m"]) == [
+        "snakemake",
+        "--config",
+        "movie_list=/m",
+        "a=1",
+        "--dry-run",
+    ]
+    assert with_config_overrides(["snakemake"], ["b=2"]) == ["snakemake", "--config", "b=2"]
