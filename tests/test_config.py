@@ -81,3 +81,18 @@ def test_unreadable_config_is_one_clear_error(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text("session: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_atomic_outputs_are_readable_by_others_and_leave_nothing_on_failure(tmp_path: Path):
+    import os
+
+    from emproc.io.atomic import atomic_path, write_json_atomic
+
+    os.umask(0o022)
+    write_json_atomic(tmp_path / "result.json", {"defocus_u_angstrom": 1.5e4})
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "half.mrc") as temporary:
+            temporary.write_bytes(b"partial")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]

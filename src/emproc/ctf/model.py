@@ -33,7 +33,11 @@ def frequency_grid(
     """
     ny, nx = shape
     fy = np.fft.fftfreq(ny, d=pixel_size_angstrom)
-    fx = np.fft.rfftfreq(nx, d=pixel_size_angstrom) if rfft else np.fft.fftfreq(nx, d=pixel_size_angstrom)
+    fx = (
+        np.fft.rfftfreq(nx, d=pixel_size_angstrom)
+        if rfft
+        else np.fft.fftfreq(nx, d=pixel_size_angstrom)
+    )
     gy, gx = np.meshgrid(fy, fx, indexing="ij")
     return np.hypot(gx, gy), np.arctan2(gy, gx)
 

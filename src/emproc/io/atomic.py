@@ -28,10 +28,18 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        # mkstemp creates 0600; outputs are for the whole facility to read (umask decides)
+        os.chmod(temporary_path, 0o666 & ~_current_umask())
         os.replace(temporary_path, target)
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
@@ -40,7 +48,9 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json_atomic(target: str | os.PathLike[str], data: Any) -> None:
-    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text_atomic(
+        target, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    )
 
 
 def _json_default(value: Any) -> Any:
