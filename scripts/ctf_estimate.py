@@ -4,7 +4,7 @@ _ctf.png."""
 from emproc.ctf import estimate_ctf_for_micrograph, load_json
 from emproc.scripting import step_logging
 
-with step_logging(snakemake.log[0] if snakemake.log else None, "ctf_estimate"):
+with step_logging(snakemake.log[0], "ctf_estimate", snakemake.params.failure_record):
     estimate_ctf_for_micrograph(
         snakemake.input.micrograph,
         load_json(snakemake.input.metadata),

@@ -250,13 +250,17 @@ def test_snakemake_adapters(micrograph_file, tmp_path):
     job = SimpleNamespace(
         input=SimpleNamespace(micrograph=str(micrograph_file), metadata=str(metadata_path)),
         output=SimpleNamespace(**{key: str(path) for key, path in outputs.items()}),
-        params=SimpleNamespace(ctf={"box_size_px": 256, "defocus_step_angstrom": 1000.0}),
+        params=SimpleNamespace(
+            ctf={"box_size_px": 256, "defocus_step_angstrom": 1000.0},
+            failure_record=str(tmp_path / "failures" / "ctf" / f"{name}.json"),
+        ),
         threads=2,
         log=[str(tmp_path / "logs" / "ctf.log")],
     )
     runpy.run_path(str(scripts / "ctf_estimate.py"), init_globals={"snakemake": job})
     summary = load_json(outputs["summary"])
     assert summary["box_size_px"] == 256
+    assert not (tmp_path / "failures").exists()
     aggregate = SimpleNamespace(
         input=SimpleNamespace(
             summaries=[str(outputs["summary"])],
