@@ -10,4 +10,5 @@ with step_logging(snakemake.log[0], "tomo"):
         tomo=snakemake.params.tomo,
         microscope=snakemake.params.microscope,
         ctf=snakemake.params.ctf,
+        motion=snakemake.params.motion,
     )

@@ -66,3 +66,15 @@ def test_session_writes_mdoc_movies_and_truth(tmp_path):
     with mrcfile.open(truth["phantom_path"]) as mrc:
         assert mrc.data.shape == (48, 64, 64)
         assert float(mrc.voxel_size.x) == pytest.approx(8.0)
+
+
+def test_mdoc_records_calibrated_axis_and_target_defocus_not_the_truth(tmp_path):
+    from dataclasses import replace
+
+    params = replace(SMALL, mdoc_tilt_axis_error_deg=3.0)
+    truth_path = simulate_tomo_session(tmp_path, params=params, seed=2)
+    truth = json.loads(truth_path.read_text())["tilt_series"][0]
+    mdoc = (tmp_path / "Position_1.mdoc").read_text()
+    assert "Tilt axis angle = 88.0" in mdoc and truth["tilt_axis_angle_deg"] == 85.0
+    assert mdoc.count("Defocus = -3.0000") == 7  # the target; the truth spreads around it
+    assert np.std(truth["defocus_angstrom"]) > 100.0

@@ -7,7 +7,13 @@ Geometry (IMOD's convention, used throughout `emproc.tomo`):
   counter-clockwise from the +Y axis (as SerialEM writes it in the mdoc title and IMOD's
   tiltxcorr/tiltalign use it);
 - raw = R(tilt_axis_angle) @ aligned + shift, coordinates relative to the image centre
-  (pixel (N/2, N/2) in [y, x] indexing), shift `(x, y)` in unbinned pixels.
+  (pixel (N/2, N/2) in [y, x] indexing), shift `(x, y)` in unbinned pixels;
+- defocus gradient: a point at aligned x (Angstrom, perpendicular to the axis) is imaged at
+  defocus(x) = defocus_centre - x tan(tilt) (`emproc.tomo.ctf.defocus_offset_angstrom`).
+
+What the mdoc records is what the microscope knew, not the truth: `Defocus` is the target
+defocus (autofocus errors make the real one differ by `defocus_spread_angstrom`) and the tilt
+axis angle is the calibrated one, off by `mdoc_tilt_axis_error_deg`.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import tifffile
 from emproc.ctf.model import ctf_2d
 from emproc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from emproc.simulate.phantom import PhantomParams, make_phantom, project_phantom, rasterise_phantom
+from emproc.tomo.ctf import defocus_offset_angstrom
 from emproc.tomo.dose import dose_filter
 
 PADDING_PX = 32  # computed around the field so the CTF convolution does not wrap
+DEFOCUS_PLANE_STEP_ANGSTROM = 200.0  # gradient sampling: ring phase error < 0.15 rad at 8 A
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,14 @@ class TiltSeriesParams:
     spherical_aberration_mm: float = 2.7
     amplitude_contrast: float = 0.1
     phase_per_density_angstrom_rad: float = 0.0013  # ~2 V potential contrast at 300 kV
+    # amorphous ice / crowded cytoplasm: white phase texture, amplitude spectral density in
+    # rad x Angstrom (per-pixel rms = this / pixel size at zero tilt, x 1/sqrt(cos tilt) for
+    # the longer path). It is what shows Thon rings in a real low-dose tilt; drawn afresh per
+    # exposure (at 10-50 A the projections of a 400 A slab 3 deg apart are nearly
+    # uncorrelated anyway), so it is noise to the reconstruction, not part of the phantom.
+    ice_texture_rad_angstrom: float = 0.32
     envelope_bfactor_angstrom2: float = 50.0
+    mdoc_tilt_axis_error_deg: float = 0.0  # mdoc's axis = truth + this (calibration error)
     position_name: str = "Position_1"
     phantom: PhantomParams = field(default_factory=PhantomParams)
 
@@ -119,8 +134,14 @@ def render_tilt(
     shift_px: tuple[float, float],
     defocus_angstrom: float,
     accumulated_dose_e_per_angstrom2: float,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Noise-free relative intensity (1 = vacuum-level mean) on the padded raw field."""
+    """Relative intensity (1 = vacuum-level mean) on the padded raw field, before shot noise.
+
+    `defocus_angstrom` is the defocus on the tilt axis; the gradient across the tilted field
+    is sampled on planes `DEFOCUS_PLANE_STEP_ANGSTROM` apart and interpolated linearly.
+    `rng` draws the ice texture (none without it).
+    """
     size = params.image_size_px + 2 * PADDING_PX
     centre = size / 2
     raw = np.arange(size) - centre
@@ -131,26 +152,44 @@ def render_tilt(
     aligned_y = (inverse[1, 0] * dx + inverse[1, 1] * dy) * params.pixel_size_angstrom
     projection = project_phantom(objects, aligned_x, aligned_y, tilt_angle_deg)
     phase = params.phase_per_density_angstrom_rad * projection
-    transfer = ctf_2d(
-        phase.shape,
-        params.pixel_size_angstrom,
-        defocus_angstrom,
-        defocus_angstrom,
-        0.0,
-        params.voltage_kv,
-        params.spherical_aberration_mm,
-        params.amplitude_contrast,
-        bfactor_angstrom2=params.envelope_bfactor_angstrom2,
-        rfft=True,
-    )
-    transfer = transfer * dose_filter(
+    if rng is not None and params.ice_texture_rad_angstrom > 0:
+        path_factor = 1.0 / np.sqrt(np.cos(np.deg2rad(tilt_angle_deg)))
+        rms = params.ice_texture_rad_angstrom / params.pixel_size_angstrom * path_factor
+        phase = phase + rng.normal(0.0, rms, size=phase.shape)
+    spectrum = scipy.fft.rfft2(phase)
+    envelope = dose_filter(
         phase.shape,
         params.pixel_size_angstrom,
         accumulated_dose_e_per_angstrom2,
         params.voltage_kv,
         rfft=True,
     )
-    contrast = scipy.fft.irfft2(scipy.fft.rfft2(phase) * transfer, s=phase.shape)
+    offsets = defocus_offset_angstrom(aligned_x, tilt_angle_deg)
+    low, high = float(offsets.min()), float(offsets.max())
+    planes = max(2, int(np.ceil((high - low) / DEFOCUS_PLANE_STEP_ANGSTROM)) + 1)
+    plane_offsets = np.linspace(low, high, planes) if high > low else np.array([low, low + 1.0])
+    position = np.clip(
+        (offsets - plane_offsets[0]) / (plane_offsets[1] - plane_offsets[0]), 0, None
+    )
+    position = np.minimum(position, len(plane_offsets) - 1.0)
+    contrast = np.zeros_like(phase)
+    for index, offset in enumerate(plane_offsets):
+        defocus = defocus_angstrom + float(offset)
+        transfer = ctf_2d(
+            phase.shape,
+            params.pixel_size_angstrom,
+            defocus,
+            defocus,
+            0.0,
+            params.voltage_kv,
+            params.spherical_aberration_mm,
+            params.amplitude_contrast,
+            bfactor_angstrom2=params.envelope_bfactor_angstrom2,
+            rfft=True,
+        )
+        plane = scipy.fft.irfft2(spectrum * transfer * envelope, s=phase.shape)
+        weight = np.clip(1.0 - np.abs(position - index), 0.0, 1.0)
+        contrast += weight * plane
     return 1.0 + 2.0 * contrast
 
 
@@ -195,6 +234,7 @@ def simulate_tilt_series(
             shifts[index],
             defoci[index],
             prior + 0.5 * params.dose_per_tilt_e_per_angstrom2,
+            rng,
         )
         steps = rng.normal(0.0, params.frame_drift_px, size=(params.frames_per_tilt, 2))
         steps[0] = 0.0
@@ -245,6 +285,7 @@ def format_mdoc(
     """A SerialEM tilt-series .mdoc: sections in acquisition order, defocus in microns
     (negative = underfocus), tilt axis angle in the second title line."""
     n = params.image_size_px
+    mdoc_axis = truth.tilt_axis_angle_deg + params.mdoc_tilt_axis_error_deg
     lines = [
         f"PixelSpacing = {params.pixel_size_angstrom:g}",
         f"Voltage = {params.voltage_kv:g}",
@@ -254,8 +295,7 @@ def format_mdoc(
         "",
         f"[T = SerialEM: Digitized on emproc simulator    {start_time:%d-%b-%y  %H:%M:%S}    ]",
         "",
-        f"[T =     Tilt axis angle = {truth.tilt_axis_angle_deg:.1f}, binning = 1  spot = 8"
-        "  camera = 0]",
+        f"[T =     Tilt axis angle = {mdoc_axis:.1f}, binning = 1  spot = 8  camera = 0]",
         "",
     ]
     frame_dose = params.dose_per_tilt_e_per_angstrom2 / params.frames_per_tilt
@@ -271,9 +311,9 @@ def format_mdoc(
             f"ExposureDose = {params.dose_per_tilt_e_per_angstrom2:g}",
             f"PixelSpacing = {params.pixel_size_angstrom:g}",
             "SpotSize = 8",
-            f"Defocus = {-truth.defocus_angstrom[index] / 1e4:.4f}",
+            f"Defocus = {-params.nominal_defocus_angstrom / 1e4:.4f}",
             "ImageShift = 0 0",
-            f"RotationAngle = {truth.tilt_axis_angle_deg:.1f}",
+            f"RotationAngle = {mdoc_axis:.1f}",
             "ExposureTime = 2",
             "Binning = 1",
             "MagIndex = 31",

@@ -79,25 +79,20 @@ def process_tilt_series(
     tomo: dict,
     microscope: dict,
     ctf: dict | None = None,
+    motion: dict | None = None,
     frames_dir: str | Path | None = None,
 ) -> dict:
     """Stack, align, reconstruct and snapshot one tilt series; return (and write) the summary.
 
-    `tomo` / `microscope` / `ctf` are the config sections of the same names; `ctf` given
-    means per-tilt CTF estimation with the SPA estimator when it is available.
+    `tomo` / `microscope` / `ctf` / `motion` are the config sections of the same names; `ctf`
+    given means per-tilt CTF estimation (joint tilt-series fit, `emproc.tomo.ctf`), else the
+    mdoc's defocus; `motion` is passed to per-tilt motion correction.
     """
     metadata = read_tilt_series_mdoc(mdoc_path)
     frames = Path(frames_dir) if frames_dir else None
     paths = output_paths(output_dir, metadata.name)
     voltage = float(microscope.get("voltage_kv", 300.0))
-    ctf_settings = None
-    if ctf is not None:
-        ctf_settings = {
-            "voltage_kv": voltage,
-            "spherical_aberration_mm": microscope.get("spherical_aberration_mm", 2.7),
-            "amplitude_contrast": microscope.get("amplitude_contrast", 0.1),
-            **{k: ctf[k] for k in _CTF_KEYS if k in ctf},
-        }
+    ctf_settings = None if ctf is None else {k: ctf[k] for k in _CTF_KEYS if k in ctf}
     exclusion = ExclusionParams(**{k: tomo[k] for k in asdict(ExclusionParams()) if k in tomo})
     stack = assemble_tilt_stack(
         metadata,
@@ -106,6 +101,8 @@ def process_tilt_series(
         voltage_kv=voltage,
         ctf_settings=ctf_settings,
         dose_weighting=bool(tomo.get("dose_weighting", True)),
+        motion_settings=motion,
+        microscope=microscope,
     )
     write_stack(stack, paths["stack_path"], paths["rawtlt_path"])
     alignment_params = AlignmentParams(
@@ -199,6 +196,7 @@ _CTF_KEYS = (
     "min_defocus_angstrom",
     "max_defocus_angstrom",
     "defocus_step_angstrom",
+    "expected_astigmatism_angstrom",
 )
 
 TABLE_COLUMNS = [

@@ -11,8 +11,9 @@ import scipy.fft
 
 from emproc.io.atomic import atomic_path, write_text_atomic
 from emproc.io.mdoc import TiltSeriesMetadata
+from emproc.tomo.ctf import TiltSeriesCtfParams, estimate_tilt_series_ctf
 from emproc.tomo.dose import dose_filter
-from emproc.tomo.per_tilt import TiltCtf, motion_corrected_sum, read_tilt_movie, tilt_ctf
+from emproc.tomo.per_tilt import motion_corrected_sum, read_tilt_movie
 
 
 class TiltStackError(ValueError):
@@ -25,7 +26,12 @@ class ExclusionParams:
 
     dark_fraction: float = 0.2  # mean counts below this fraction of the median: blank/dark
     intensity_outlier_mad: float = 6.0  # |log mean - median| beyond this many robust sigmas
-    max_ctf_fit_resolution_angstrom: float = 40.0  # estimated fits worse than this fail
+    # a tilt whose CTF fits worse than this (or not at all) and with under
+    # `ctf_failure_significance_fraction` of the ring signal of both neighbours in tilt
+    # angle (which fit better than this) is an isolated failure (blur, contamination) and is
+    # dropped; faint rings across a run of tilts (late, high tilts) are physics, never dropped
+    max_ctf_fit_resolution_angstrom: float = 40.0
+    ctf_failure_significance_fraction: float = 0.25
     min_tilts: int = 5
 
 
@@ -41,10 +47,12 @@ class TiltRecord:
     exposure_dose_e_per_angstrom2: float
     mean_counts: float | None
     defocus_angstrom: float | None
-    ctf_estimated: bool
-    ctf_fit_resolution_angstrom: float | None
+    ctf_estimated: bool  # defocus measured (own or series fit), not the mdoc's
+    ctf_fit_resolution_angstrom: float | None  # None: no own fit
     motion_corrected: bool
     status: str
+    ctf_source: str = "mdoc"  # "tilt" (own fit), "series" (series fit) or "mdoc"
+    ctf_significance: float | None = None  # fit correlation in null standard deviations
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,17 @@ def assemble_tilt_stack(
     voltage_kv: float = 300.0,
     ctf_settings: dict | None = None,
     dose_weighting: bool = True,
+    motion_settings: dict | None = None,
+    microscope: dict | None = None,
 ) -> TiltStack:
     """Read every present tilt movie, sum (motion-correct) it, find its CTF, drop bad tilts,
     dose-weight by accumulated dose and sort by tilt angle. Missing movies are recorded,
-    not fatal."""
+    not fatal.
+
+    `ctf_settings` (the `ctf:` config keys of `TiltSeriesCtfParams`) given: the series' CTF
+    is fitted (`emproc.tomo.ctf`) with `microscope` (spherical_aberration_mm,
+    amplitude_contrast); else the mdoc's defocus is used. `motion_settings`: the `motion:`
+    section, passed to per-tilt motion correction."""
     exclusion = exclusion or ExclusionParams()
     accumulated = 0.0
     records: list[TiltRecord] = []
@@ -111,6 +126,7 @@ def assemble_tilt_stack(
                 frames,
                 pixel_size_angstrom=metadata.pixel_size_angstrom,
                 dose_per_frame_e_per_angstrom2=dose_per_frame,
+                motion_settings=motion_settings,
             )
             images[len(records)] = image
             record = replace(
@@ -124,26 +140,9 @@ def assemble_tilt_stack(
     if len(shapes) > 1:
         raise TiltStackError(f"{metadata.mdoc_path}: tilt movies differ in size: {sorted(shapes)}")
     records = _flag_intensity(records, exclusion)
-    for index, record in enumerate(records):
-        if record.status != "used":
-            continue
-        ctf: TiltCtf = tilt_ctf(
-            images[index],
-            pixel_size_angstrom=metadata.pixel_size_angstrom,
-            nominal_defocus_angstrom=record.defocus_angstrom,
-            ctf_settings=ctf_settings,
-        )
-        failed = ctf.estimated and (
-            ctf.fit_resolution_angstrom is None
-            or ctf.fit_resolution_angstrom > exclusion.max_ctf_fit_resolution_angstrom
-        )
-        records[index] = replace(
-            record,
-            defocus_angstrom=ctf.defocus_angstrom,
-            ctf_estimated=ctf.estimated,
-            ctf_fit_resolution_angstrom=ctf.fit_resolution_angstrom,
-            status="ctf_fit_failed" if failed else "used",
-        )
+    if ctf_settings is not None:
+        records = _fit_ctf(records, images, metadata, voltage_kv, ctf_settings, microscope or {})
+        records = _flag_ctf_failures(records, exclusion)
     order = sorted(range(len(records)), key=lambda i: records[i].tilt_angle_deg)
     used = [i for i in order if records[i].status == "used"]
     if len(used) < exclusion.min_tilts:
@@ -173,6 +172,84 @@ def assemble_tilt_stack(
         pixel_size_angstrom=metadata.pixel_size_angstrom,
         tilt_axis_angle_deg=metadata.tilt_axis_angle_deg,
     )
+
+
+def _fit_ctf(
+    records: list[TiltRecord],
+    images: dict[int, np.ndarray],
+    metadata: TiltSeriesMetadata,
+    voltage_kv: float,
+    ctf_settings: dict,
+    microscope: dict,
+) -> list[TiltRecord]:
+    """Defocus of every usable tilt from the joint tilt-series fit."""
+    usable = [i for i, r in enumerate(records) if r.status == "used"]
+    if not usable:
+        return records
+    known = set(TiltSeriesCtfParams.__dataclass_fields__)
+    params = TiltSeriesCtfParams(**{k: v for k, v in ctf_settings.items() if k in known})
+    # binned tilt series often have Nyquist coarser than the SPA band: fit up to 2.5 px
+    finest = 2.5 * metadata.pixel_size_angstrom
+    if params.max_resolution_angstrom < finest:
+        params = replace(
+            params,
+            max_resolution_angstrom=finest,
+            min_resolution_angstrom=max(params.min_resolution_angstrom, 2.0 * finest),
+        )
+    _, fits = estimate_tilt_series_ctf(
+        [images[i] for i in usable],
+        [records[i].tilt_angle_deg for i in usable],
+        metadata.tilt_axis_angle_deg,
+        metadata.pixel_size_angstrom,
+        [records[i].defocus_angstrom for i in usable],
+        voltage_kv=voltage_kv,
+        spherical_aberration_mm=float(microscope.get("spherical_aberration_mm", 2.7)),
+        amplitude_contrast=float(microscope.get("amplitude_contrast", 0.1)),
+        accumulated_dose_e_per_angstrom2=[
+            records[i].accumulated_dose_e_per_angstrom2
+            + 0.5 * records[i].exposure_dose_e_per_angstrom2
+            for i in usable
+        ],
+        params=params,
+    )
+    updated = list(records)
+    for index, fit in zip(usable, fits, strict=True):
+        updated[index] = replace(
+            records[index],
+            defocus_angstrom=fit.defocus_angstrom,
+            ctf_estimated=fit.source != "mdoc",
+            ctf_fit_resolution_angstrom=fit.fit_resolution_angstrom,
+            ctf_source=fit.source,
+            ctf_significance=fit.significance,
+        )
+    return updated
+
+
+def _flag_ctf_failures(records: list[TiltRecord], exclusion: ExclusionParams) -> list[TiltRecord]:
+    """`ctf_fit_failed`: no good fit and a small fraction of the ring signal of the nearest
+    usable tilts on both sides (by angle), which fit well. A run of faint tilts is physics
+    (dose, thickness), not a bad exposure."""
+
+    def good(record: TiltRecord) -> bool:
+        resolution = record.ctf_fit_resolution_angstrom
+        return resolution is not None and resolution <= exclusion.max_ctf_fit_resolution_angstrom
+
+    def faint(record: TiltRecord, neighbours: tuple[TiltRecord, TiltRecord]) -> bool:
+        weakest = min(n.ctf_significance or 0.0 for n in neighbours)
+        return (record.ctf_significance or 0.0) < (
+            exclusion.ctf_failure_significance_fraction * weakest
+        )
+
+    order = sorted(
+        (i for i, r in enumerate(records) if r.status == "used"),
+        key=lambda i: records[i].tilt_angle_deg,
+    )
+    flagged = list(records)
+    for slot in range(1, len(order) - 1):
+        before, this, after = (records[order[slot + k]] for k in (-1, 0, 1))
+        if not good(this) and good(before) and good(after) and faint(this, (before, after)):
+            flagged[order[slot]] = replace(this, status="ctf_fit_failed")
+    return flagged
 
 
 def _flag_intensity(records: list[TiltRecord], exclusion: ExclusionParams) -> list[TiltRecord]:

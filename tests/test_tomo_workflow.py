@@ -1,0 +1,50 @@
+"""The tomography workflow end to end through Snakemake on a simulated session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.slow
+def test_snakemake_tomography_session(tmp_path):
+    config = tmp_path / "config.yaml"
+    subprocess.run(
+        [BIN / "emproc", "simulate", "tomo", tmp_path / "session", "--write-config", config],
+        check=True,
+        capture_output=True,
+    )
+    run = subprocess.run(
+        [
+            BIN / "snakemake",
+            "--snakefile",
+            ROOT / "Snakefile",
+            "--configfile",
+            config,
+            "--cores",
+            "2",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "processed" / "tomograms.csv")
+    assert list(table["tilt_series_name"]) == ["Position_1"]
+    row = table.iloc[0]
+    # the default simulated series has no bad tilt: CTF estimation must not drop any
+    assert row["number_of_tilts_used"] == 41
+    assert row["number_of_tilts_excluded"] == 0
+    assert (row["min_tilt_deg"], row["max_tilt_deg"]) == (-60, 60)
+    with mrcfile.open(row["tomogram_path"]) as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(8.0)  # 4 A/px x binning 2
+        assert mrc.data.shape == (72, 128, 128)
