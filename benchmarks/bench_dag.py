@@ -1,0 +1,85 @@
+"""How long Snakemake takes to build the DAG (dry run) for large SPA sessions.
+
+Generates an EPU-like tree of empty movie files (the dry run reads no movie), writes a
+config for it and times `snakemake --dry-run` with peak memory (of the snakemake process,
+from /usr/bin/time or resource.getrusage of children).
+
+    .venv/bin/python benchmarks/bench_dag.py 1000 5000 20000
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from emproc.config import WORKFLOW_ROOT, load_config
+
+MOVIES_PER_SQUARE = 200
+
+
+def make_session(root: Path, movies: int) -> Path:
+    session = root / "session"
+    for index in range(movies):
+        square = session / "Images-Disc1" / f"GridSquare_{index // MOVIES_PER_SQUARE + 1}" / "Data"
+        if index % MOVIES_PER_SQUARE == 0:
+            square.mkdir(parents=True)
+        hole = 1_000_000 + index
+        (square / f"FoilHole_{hole}_Data_1_{index}_20261129_120000_fractions.tiff").touch()
+    config = load_config(WORKFLOW_ROOT / "config" / "config.yaml")
+    config["session"]["session_dir"] = str(session)
+    config["microscope"]["gain_reference"] = ""
+    config["outputs"]["dir"] = str(root / "processed")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def time_dry_run(config: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB) of the dry run, number of jobs planned."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(WORKFLOW_ROOT / "Snakefile"),
+            "--configfile",
+            str(config),
+            "--dry-run",
+            "--quiet",
+            "rules",
+            "--cores",
+            "2",
+        ],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    total = [line for line in result.stdout.splitlines() if line.startswith("total")]
+    jobs = int(total[0].split()[-1]) if total else -1
+    return elapsed, max(peak, before) / 1024, jobs
+
+
+def main(sizes: list[int]) -> None:
+    print("| movies | jobs | dry-run wall (s) | peak RSS (MiB) |")
+    print("|---|---|---|---|")
+    for movies in sizes:
+        with tempfile.TemporaryDirectory() as directory:
+            config = make_session(Path(directory), movies)
+            elapsed, peak, jobs = time_dry_run(config)
+            print(f"| {movies:,} | {jobs:,} | {elapsed:.1f} | {peak:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main([int(size) for size in sys.argv[1:]] or [1000, 5000, 20000])
