@@ -1,0 +1,105 @@
+"""Column mapping (units, adapters) and ingest of emproc.tomo's summary into SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import ispyb.sqlalchemy as models
+import pytest
+import sqlalchemy as sa
+from ispyb_fixtures import make_config
+
+from emproc.ispyb import rows
+from emproc.ispyb.ingest import ingest_output_dir
+
+
+def tomo_summary(output_dir, name="TS_01"):
+    base = output_dir / "Tomograms" / name / name
+    statuses = ["used", "used", "dark", "used"]
+    return {
+        "tilt_series_name": name,
+        "mdoc_path": f"/session/{name}.mdoc",
+        "tomogram_path": f"{base}_rec.mrc",
+        "stack_path": f"{base}.st",
+        "xy_snapshot_path": f"{base}_xy.jpg",
+        "xz_snapshot_path": f"{base}_xz.jpg",
+        "slab_snapshot_path": f"{base}_slab.jpg",
+        "residual_plot_path": f"{base}_residuals.png",
+        "tilt_axis_angle_deg": 84.2,
+        "alignment_residual_angstrom": 15.0,
+        "voxel_size_angstrom": 8.0,
+        "tomogram_shape_zyx": [128, 480, 512],
+        "tilts": [
+            {
+                "tilt_angle_deg": angle,
+                "acquisition_index": k,
+                "movie_name": f"{name}_{k:03d}.tiff",
+                "accumulated_dose_e_per_angstrom2": 3.0 * k,
+                "exposure_dose_e_per_angstrom2": 3.0,
+                "defocus_angstrom": 30000.0 + 100 * k,
+                "ctf_fit_resolution_angstrom": 9.0,
+                "status": status,
+            }
+            for k, (angle, status) in enumerate(zip([0.0, 3.0, -3.0, 6.0], statuses, strict=True))
+        ],
+    }
+
+
+def test_units_follow_the_model_comments():
+    picker = rows.particle_picker_row(
+        {"number_of_particles": 5, "particle_diameter_angstrom": 150.0}, "test"
+    )
+    assert picker["particleDiameter"] == pytest.approx(15.0)  # nm
+    ctf = rows.ctf_row(
+        {
+            "defocus_u_angstrom": 12000.0,
+            "defocus_v_angstrom": 11000.0,
+            "astigmatism_angle_deg": 45.0,
+            "fit_resolution_angstrom": 3.5,
+            "cross_correlation": 0.3,
+        },
+        {"box_size_px": 512},
+        0.07,
+        "test",
+    )
+    assert ctf["estimatedDefocus"] == 11500.0 and ctf["astigmatism"] == 1000.0
+    assert ctf["boxSizeX"] == 512.0 and ctf["amplitudeContrast"] == 0.07
+    with pytest.raises(rows.IngestInputError, match="test: required key 'astigmatism_angle_deg'"):
+        rows.ctf_row({"defocus_u_angstrom": 1, "defocus_v_angstrom": 1}, {}, None, "test")
+    assert str(rows.parse_timestamp("2026-11-29T10:00:00+01:00", "t")) == "2026-11-29 09:00:00"
+
+
+def test_tomo_summary_adapter(tmp_path):
+    adapted = rows.tomogram_from_tomo_summary(tomo_summary(tmp_path), "/session", "test")
+    assert (adapted["size_x_px"], adapted["size_y_px"], adapted["size_z_px"]) == (512, 480, 128)
+    assert adapted["thickness_angstrom"] == 1024.0
+    assert [t["tilt_angle_deg"] for t in adapted["tilts"]] == [0.0, 3.0, 6.0]  # dark one dropped
+    assert adapted["tilts"][2]["movie_path"] == "/session/TS_01_003.tiff"
+    assert adapted["tilts"][2]["acquisition_number"] == 4
+
+
+def test_tomo_summary_is_ingested(tmp_path, monkeypatch):
+    monkeypatch.delenv("ISPYB_CREDENTIALS", raising=False)
+    output_dir = tmp_path / "processed"
+    summary_path = output_dir / "Tomograms" / "TS_01" / "TS_01_tomo.json"
+    summary_path.parent.mkdir(parents=True)
+    summary_path.write_text(json.dumps(tomo_summary(output_dir)))
+    config = make_config(tmp_path / "session", output_dir)
+    result = ingest_output_dir(output_dir, config)
+    assert result.units_ingested == 1
+    engine = sa.create_engine(f"sqlite:///{output_dir / 'ispyb.sqlite'}")
+    with engine.connect() as c:
+        tomogram = c.execute(sa.select(models.Tomogram)).one()
+        assert tomogram.residualErrorMean == pytest.approx(1.5)  # nm
+        assert tomogram.thickness == pytest.approx(102.4)  # nm
+        axes = c.execute(sa.select(models.TiltImageAlignment.refinedTiltAxis)).scalars().all()
+        assert axes == pytest.approx([84.2] * 3)
+        dc = c.execute(
+            sa.select(models.DataCollection).where(
+                models.DataCollection.dataCollectionId == tomogram.dataCollectionId
+            )
+        ).one()
+        assert (dc.axisStart, dc.axisEnd, dc.binning, dc.experimenttype) == (0, 6, 4, "tomo")
+        graphs = c.execute(sa.select(models.AutoProcProgramAttachment.fileName)).scalars().all()
+        assert graphs == ["TS_01_residuals.png"]
+    engine.dispose()
