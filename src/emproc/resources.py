@@ -11,6 +11,9 @@ RULE_DEFAULTS: dict[str, dict[str, int]] = {
     "import_movie": {"threads": 1, "mem_mb": 500, "runtime": 5},
     "motion_correct": {"threads": 2, "mem_mb": 8000, "runtime": 20},
     "ctf_estimate": {"threads": 2, "mem_mb": 4000, "runtime": 10},
+    "pick_particles": {"threads": 1, "mem_mb": 4000, "runtime": 10},
+    "extract_particles": {"threads": 1, "mem_mb": 4000, "runtime": 10},
+    "class2d_batch": {"threads": 2, "mem_mb": 8000, "runtime": 120},
     "process_tilt_series": {"threads": 2, "mem_mb": 6000, "runtime": 60},
 }
 FALLBACK = {"threads": 1, "mem_mb": 2000, "runtime": 30}
