@@ -27,4 +27,5 @@ lint: $(STAMP)
 	bash tools/lint_workflow.sh "$(BIN)"
 
 test: lint
-	source tools/mariadb.sh && $(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	source tools/mariadb.sh && status=0 && { $(BIN)/pytest -n 2 $(PYTEST_ARGS) || status=$$?; } \
+		&& bash tools/mariadb.sh stop && exit $$status

@@ -11,7 +11,10 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/spa.smk"
+include: "rules/particles.smk"
 include: "rules/tomo.smk"
+include: "rules/ispyb.smk"
+include: "rules/report.smk"
 
 
 localrules:
@@ -36,4 +39,7 @@ rule all:
     input:
         rules.config_used.output,
         SPA_TARGETS,
+        PARTICLE_TARGETS,
         TOMO_TARGETS,
+        ISPYB_TARGETS,
+        rules.session_report.output.html,

@@ -1,5 +1,6 @@
 # Configuration, discovery and resources shared by every rules file.
 
+import json
 import sys
 
 from emproc.config import ConfigError, validate_config
@@ -65,3 +66,56 @@ wildcard_constraints:
 
 def resources_of(rule_name):
     return rule_resources(config["resources"], rule_name)
+
+
+# 2D classification batches (rules/particles.smk): read the checkpoint's manifest.
+
+
+def _class2d_batch(wildcards):
+    with open(checkpoints.class2d_batches.get().output.manifest) as handle:
+        manifest = json.load(handle)
+    for batch in manifest["batches"]:
+        if int(batch["batch_number"]) == int(wildcards.batch):
+            return batch
+    raise ValueError(f"batch {wildcards.batch} is not in the class2d manifest")
+
+
+def class2d_batch_inputs(wildcards):
+    # the per-movie particle files of this batch only: a full batch's inputs never change
+    movies = [member["movie_name"] for member in _class2d_batch(wildcards)["members"]]
+    return {
+        "stars": [EXTRACT_STAR.format(movie=movie) for movie in movies],
+        "stacks": [out(f"Extract/{movie}.mrcs") for movie in movies],
+    }
+
+
+def class2d_batch_members(wildcards):
+    # as params: a grown partial batch has new members, so Snakemake reruns it
+    return _class2d_batch(wildcards)["members"]
+
+
+def class2d_summaries(wildcards):
+    from emproc.classify.batches import batches_to_classify
+
+    with open(checkpoints.class2d_batches.get().output.manifest) as handle:
+        manifest = json.load(handle)
+    numbers = batches_to_classify(
+        manifest, bool(config["class2d"].get("classify_partial_batch", False))
+    )
+    return [out(f"Class2D/batch_{number}/summary.json") for number in numbers]
+
+
+# Tilt series (rules/tomo.smk)
+
+
+def tilt_series_inputs(wildcards):
+    entry = TILT_SERIES_INPUTS[wildcards.tilt_series]
+    return {"mdoc": entry["mdoc"], "movies": entry["movies"]}
+
+
+# The report (rules/report.smk) follows every aggregate
+
+
+def report_inputs(wildcards):
+    # a function: evaluated once every rules file has defined its targets
+    return [*SPA_TARGETS, *PARTICLE_TARGETS, *TOMO_TARGETS, *ISPYB_TARGETS]

@@ -16,28 +16,23 @@ TOMO_DIR = out("Tomograms/{tilt_series}/{tilt_series}")
 TOMO_TARGETS = [out("tomograms.csv")] if TILT_SERIES else []
 
 
-def tilt_series_inputs(wildcards):
-    entry = TILT_SERIES_INPUTS[wildcards.tilt_series]
-    return {"mdoc": entry["mdoc"], "movies": entry["movies"]}
-
-
 rule process_tilt_series:
     input:
         unpack(tilt_series_inputs),
     output:
-        summary=TOMO_DIR + "_tomo.json",
-        stack=TOMO_DIR + ".st",
-        rawtlt=TOMO_DIR + ".rawtlt",
-        tlt=TOMO_DIR + ".tlt",
-        xf=TOMO_DIR + ".xf",
-        aln=TOMO_DIR + ".aln",
-        tomogram=TOMO_DIR + "_rec.mrc",
-        xy=TOMO_DIR + "_xy.jpg",
-        xz=TOMO_DIR + "_xz.jpg",
-        slab=TOMO_DIR + "_slab.jpg",
-        residuals=TOMO_DIR + "_residuals.png",
+        summary=f"{TOMO_DIR}_tomo.json",
+        stack=f"{TOMO_DIR}.st",
+        rawtlt=f"{TOMO_DIR}.rawtlt",
+        tlt=f"{TOMO_DIR}.tlt",
+        xf=f"{TOMO_DIR}.xf",
+        aln=f"{TOMO_DIR}.aln",
+        tomogram=f"{TOMO_DIR}_rec.mrc",
+        xy=f"{TOMO_DIR}_xy.jpg",
+        xz=f"{TOMO_DIR}_xz.jpg",
+        slab=f"{TOMO_DIR}_slab.jpg",
+        residuals=f"{TOMO_DIR}_residuals.png",
     params:
-        output_dir=OUTDIR,
+        output_dir=lambda wildcards: OUTDIR,
         tomo=config["tomo"],
         microscope=config["microscope"],
         motion=config["motion"],
@@ -56,7 +51,7 @@ rule process_tilt_series:
 
 rule tomogram_table:
     input:
-        summaries=expand(TOMO_DIR + "_tomo.json", tilt_series=TILT_SERIES),
+        summaries=expand(f"{TOMO_DIR}_tomo.json", tilt_series=TILT_SERIES),
     output:
         table=out("tomograms.csv"),
     log:

@@ -1,7 +1,7 @@
 """Snakemake adapter: movie + EPU metadata -> Import/{movie}.json."""
 
-from emproc.metadata import build_movie_metadata
 from emproc.io.atomic import write_json_atomic
+from emproc.metadata import build_movie_metadata
 from emproc.scripting import step_logging
 
 with step_logging(snakemake.log[0], "import", snakemake.params.failure_record):

@@ -1,0 +1,35 @@
+# ISPyB ingest: the last rule. Inputs are every per-movie JSON and every tomogram summary, so
+# any new or changed result reruns it; the ingest itself writes only the units whose files
+# changed (hashes in OUTDIR/ISPyB/ispyb_ids.json), each in its own transaction, retried on
+# transient errors. Database: config ispyb.credentials / $ISPYB_CREDENTIALS, else the embedded
+# SQLite database in OUTDIR (docs/ispyb.md).
+
+
+rule ispyb_ingest:
+    input:
+        imports=expand(IMPORT_JSON, movie=MOVIES),
+        motion=expand(MOTION_JSON, movie=MOVIES),
+        ctf=expand(CTF_JSON, movie=MOVIES),
+        # a function: it runs after every rules file is read, whatever the include order
+        tomograms=lambda wildcards: (
+            expand(f"{TOMO_DIR}_tomo.json", tilt_series=TILT_SERIES)
+            if "TILT_SERIES" in globals()
+            else []
+        ),
+        # picking and 2D results reach ISPyB once their aggregates exist
+        particles=lambda wildcards: PARTICLE_TARGETS,
+    output:
+        state=out("ISPyB/ingest_state.json"),
+    params:
+        config=config,
+        movies=MOVIES,
+    log:
+        out("logs/ispyb_ingest.log"),
+    localrule: True
+    conda:
+        "../envs/ispyb.yaml"
+    script:
+        "../scripts/ispyb_ingest.py"
+
+
+ISPYB_TARGETS = [rules.ispyb_ingest.output.state]

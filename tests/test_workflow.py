@@ -1,0 +1,42 @@
+"""The Snakemake workflow on simulated sessions: DAG shape, full runs, reruns."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import starfile
+
+from tests.workflow_helpers import job_counts, simulated_spa_run, snakemake
+
+
+@pytest.fixture(scope="module")
+def small_session(tmp_path_factory) -> Path:
+    return simulated_spa_run(tmp_path_factory.mktemp("spa"), movies=3, size=128, frames=3)
+
+
+def test_dry_run_plans_one_job_per_movie_and_stage(small_session: Path):
+    result = snakemake(small_session, "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    for rule in ("import_movie", "motion_correct", "ctf_estimate"):
+        assert counts[rule] == 3, counts
+    assert counts["corrected_micrographs_star"] == counts["micrographs_ctf_star"] == 1
+
+
+@pytest.mark.slow
+def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
+    config = simulated_spa_run(tmp_path, movies=2, size=512, frames=8)
+    result = snakemake(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    processed = tmp_path / "processed"
+    corrected = starfile.read(processed / "corrected_micrographs.star")
+    assert set(corrected) == {"optics", "micrographs"}
+    assert len(corrected["micrographs"]) == 2
+    ctf = starfile.read(processed / "micrographs_ctf.star")["micrographs"]
+    assert isinstance(ctf, pd.DataFrame) and len(ctf) == 2
+    assert (ctf["rlnDefocusU"] >= ctf["rlnDefocusV"]).all()
+    assert (processed / "config_used.yaml").is_file()
+
+    again = snakemake(config, "--dry-run")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
