@@ -1,5 +1,6 @@
 """The Snakemake workflow on simulated sessions: DAG shape, full runs, reruns."""
 
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,18 @@ def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     assert isinstance(ctf, pd.DataFrame) and len(ctf) == 2
     assert (ctf["rlnDefocusU"] >= ctf["rlnDefocusV"]).all()
     assert (processed / "config_used.yaml").is_file()
+    particles = starfile.read(processed / "particles.star")
+    assert len(particles["particles"]) > 0 and "rlnImagePixelSize" in particles["optics"]
+
+    # the embedded ISPyB database holds one row per movie in each per-movie table
+    database = sqlite3.connect(processed / "ispyb.sqlite")
+    for table in ("Movie", "MotionCorrection", "CTF", "ParticlePicker"):
+        assert database.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 2, table
+    defocus = sorted(row[0] for row in database.execute("SELECT estimatedDefocus FROM CTF"))
+    database.close()
+    star_defocus = sorted((ctf["rlnDefocusU"] + ctf["rlnDefocusV"]) / 2)
+    assert defocus == pytest.approx(star_defocus)
+    assert "<h2>CTF</h2>" in (processed / "report" / "index.html").read_text()
 
     again = snakemake(config, "--dry-run")
     assert again.returncode == 0
