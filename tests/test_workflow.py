@@ -1,6 +1,8 @@
 """The Snakemake workflow on simulated sessions: DAG shape, full runs, reruns."""
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -53,3 +55,32 @@ def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     again = snakemake(config, "--dry-run")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path):
+    config = simulated_spa_run(tmp_path, movies=3, size=256, frames=4)
+    movies = sorted((tmp_path / "session").glob("Images-Disc1/GridSquare_*/Data/*.tiff"))
+    broken = movies[1]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    result = subprocess.run(
+        [sys.executable, "-m", "emproc.cli", "run", "--configfile", str(config), "--cores", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 movie(s) failed" in result.stderr
+    processed = tmp_path / "processed"
+    ctf = starfile.read(processed / "micrographs_ctf.star")["micrographs"]
+    assert len(ctf) == 2
+    assert not any(broken.stem in name for name in ctf["rlnMicrographName"])
+    status = subprocess.run(
+        [sys.executable, "-m", "emproc.cli", "status", str(processed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "failed movies           1" in status
+    assert broken.name in status  # the error names the file
