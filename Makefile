@@ -19,7 +19,9 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --write-config $(DEMO_DIR)/config.yaml
 	$(BIN)/emproc run --configfile $(DEMO_DIR)/config.yaml --cores 2
-	@echo "emproc demo: outputs in $(DEMO_DIR)/processed (config used: $(DEMO_DIR)/processed/config_used.yaml)"
+	$(BIN)/emproc status $(DEMO_DIR)/processed
+	@echo "emproc demo: outputs in $(DEMO_DIR)/processed, report $(DEMO_DIR)/processed/report/index.html"
+	@echo "  reproduce with: $(BIN)/emproc run --configfile $(DEMO_DIR)/processed/config_used.yaml"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -54,6 +54,25 @@ def movie_file(wildcards):
     return str(MOVIE_PATHS[wildcards.movie])
 
 
+def epu_metadata_file(wildcards):
+    """The movie's EPU XML when there is one (movies not named by EPU have none)."""
+    from emproc.io.epu import EpuNameError, epu_metadata_path
+
+    try:
+        xml = epu_metadata_path(MOVIE_PATHS[wildcards.movie])
+    except EpuNameError:
+        return []
+    return [str(xml)] if xml.is_file() else []
+
+
+# Detector references every movie needs: inputs, so remote storage stages them too
+DETECTOR_FILES = {
+    role: config["microscope"][key]
+    for role, key in (("gain", "gain_reference"), ("defects", "defect_map"))
+    if config["microscope"][key]
+}
+
+
 IMPORT_JSON = out("Import/{movie}.json")
 MOTION_JSON = out("MotionCorr/{movie}_motion.json")
 CTF_JSON = out("CtfFind/{movie}_ctf.json")

@@ -4,6 +4,7 @@
 rule import_movie:
     input:
         movie=movie_file,
+        epu_xml=epu_metadata_file,
     output:
         metadata=IMPORT_JSON,
     params:
@@ -26,6 +27,7 @@ rule motion_correct:
     input:
         movie=movie_file,
         metadata=IMPORT_JSON,
+        **DETECTOR_FILES,
     output:
         micrograph=out("MotionCorr/{movie}.mrc"),
         micrograph_dw=out("MotionCorr/{movie}_DW.mrc"),

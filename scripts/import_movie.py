@@ -9,5 +9,7 @@ with step_logging(snakemake.log[0], "import", snakemake.params.failure_record):
         snakemake.input.movie,
         session_dir=snakemake.params.session_dir,
         microscope=snakemake.params.microscope,
+        movie_name=snakemake.wildcards.movie,
+        epu_xml=snakemake.input.epu_xml[0] if snakemake.input.epu_xml else None,
     )
     write_json_atomic(snakemake.output.metadata, metadata)

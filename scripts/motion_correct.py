@@ -12,6 +12,10 @@ with step_logging(
 ):
     with open(snakemake.input.metadata) as handle:
         metadata = json.load(handle)
+    # the staged copies (remote storage) of the detector references, where configured
+    for key, role in (("gain_reference", "gain"), ("defect_map", "defects")):
+        if role in snakemake.input.keys():
+            metadata[key] = snakemake.input[role]
     motion_correct_movie(
         snakemake.input.movie,
         metadata,

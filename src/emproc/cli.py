@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--stable-seconds", type=float, default=30.0, help="unchanged this long = complete"
     )
-    watch.add_argument("snakemake_args", nargs=argparse.REMAINDER)
-    watch.set_defaults(handler=command_watch)
+    # unknown arguments go to snakemake (main() collects them)
+    watch.set_defaults(handler=command_watch, snakemake_args=[])
 
     status = subparsers.add_parser("status", help="counts, failures and key numbers of a run")
     status.add_argument("output_dir")

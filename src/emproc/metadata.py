@@ -44,9 +44,20 @@ def _timestamp(epu: EpuMovieMetadata | None, name: EpuMovieName | None) -> str |
 
 
 def build_movie_metadata(
-    movie_path: str | Path, *, session_dir: str | Path, microscope: Mapping[str, Any]
+    movie_path: str | Path,
+    *,
+    session_dir: str | Path,
+    microscope: Mapping[str, Any],
+    movie_name: str | None = None,
+    epu_xml: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The `Import/{movie}.json` record (keys in docs/architecture.md)."""
+    """The `Import/{movie}.json` record (keys in docs/architecture.md).
+
+    `movie_name` is the `{movie}` id; without it, it is derived from the path relative to
+    `session_dir` (which a storage provider's local copy of the movie is not). `epu_xml` is
+    the EPU metadata file when given (the rule's staged input); otherwise it is looked for
+    beside the movie.
+    """
     from emproc.discovery import movie_id
 
     movie_path = Path(movie_path).resolve()
@@ -60,6 +71,8 @@ def build_movie_metadata(
         xml_path: Path | None = epu_metadata_path(movie_path)
     except EpuNameError:
         name, xml_path = None, None
+    if epu_xml is not None:
+        xml_path = Path(epu_xml)
     epu = read_epu_movie_xml(xml_path) if xml_path is not None and xml_path.is_file() else None
     tolerance = float(microscope["pixel_size_tolerance_fraction"])
     if epu is not None:
@@ -77,7 +90,7 @@ def build_movie_metadata(
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{role} not found: {path} (config section microscope)")
     return {
-        "movie_name": movie_id(movie_path, session_dir),
+        "movie_name": movie_name or movie_id(movie_path, session_dir),
         "movie_path": str(movie_path),
         "metadata_path": str(xml_path) if epu is not None else None,
         "pixel_size_angstrom": float(microscope["pixel_size_angstrom"]),

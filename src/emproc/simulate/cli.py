@@ -48,6 +48,10 @@ def spa_config(truth_path: Path, session_dir: Path, output_dir: Path) -> dict[st
         min_diameter_angstrom=round(0.8 * params.particle_diameter_angstrom, 1),
         max_diameter_angstrom=round(1.2 * params.particle_diameter_angstrom, 1),
     )
+    # a simulated session is complete and small: classify what it has in modest batches
+    config["class2d"].update(
+        batch_size=100, classify_partial_batch=True, number_of_classes=6, iterations=15
+    )
     config["outputs"]["dir"] = str(output_dir.resolve())
     return validate_config(config)
 

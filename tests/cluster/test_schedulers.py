@@ -1,0 +1,77 @@
+"""The real workflow through profiles/slurm and profiles/uge on schedulers running on localhost.
+
+The same simulated session must give the same results as under profiles/local, with every
+per-movie stage of up to 50 movies travelling in one submission.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from .compare import differences
+from .conftest import MOVIES, config_for_run, run_workflow
+
+pytestmark = pytest.mark.cluster
+
+# Test-only overrides: one 2-core node and no accounting database (so no sacct), fast polling.
+SLURM_TEST_ARGS = (
+    "--cores", "2", "--slurm-status-command", "squeue", "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "10",
+)  # fmt: skip
+UGE_TEST_ARGS = ("--cores", "2", "--seconds-between-status-checks", "2", "--latency-wait", "10")
+
+
+def per_movie_submissions(log: str, scheduler: str) -> list[str]:
+    """External job ids of the per-movie group submissions found in a Snakemake log."""
+    if scheduler == "slurm":
+        pattern = r"submitted with SLURM jobid (\d+) \(log: \S*group_per_movie"
+    else:
+        # cluster-generic names the group only in the job script it submits
+        pattern = r"Submitted group job \S+ with external jobid '(\S+)'"
+    return re.findall(pattern, log)
+
+
+def all_submissions(log: str) -> list[str]:
+    return re.findall(r"(?:SLURM jobid|external jobid) '?(\d+)", log)
+
+
+def _run_and_compare(
+    scheduler: str, profile: str, args: tuple[str, ...], env: dict[str, str],
+    simulated_config: Path, local_reference: Path, tmp_path: Path,
+) -> list[str]:  # fmt: skip
+    config = config_for_run(simulated_config, tmp_path / scheduler)
+    result = run_workflow(config, profile, *args, env=env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    problems = differences(local_reference, tmp_path / scheduler / "processed")
+    assert not problems, "\n".join(problems)
+    submissions = per_movie_submissions(log, scheduler)
+    # Every per-movie stage of the session rides in ceil(movies / 50) submissions.
+    assert len(submissions) == math.ceil(MOVIES / 50), log[-6000:]
+    print(
+        f"{scheduler}: {len(all_submissions(log))} submissions in all, "
+        f"{len(submissions)} for {MOVIES} movies' per-movie stages"
+    )
+    return submissions
+
+
+def test_slurm_profile_matches_local_with_one_submission_per_50_movies(
+    slurm_cluster, simulated_config, local_reference, tmp_path
+):
+    _run_and_compare(
+        "slurm", "slurm", SLURM_TEST_ARGS, slurm_cluster, simulated_config, local_reference,
+        tmp_path,
+    )  # fmt: skip
+
+
+def test_uge_profile_matches_local_with_one_submission_per_50_movies(
+    gridengine_cluster, simulated_config, local_reference, tmp_path
+):
+    _run_and_compare(
+        "uge", "uge", UGE_TEST_ARGS, gridengine_cluster, simulated_config, local_reference,
+        tmp_path,
+    )  # fmt: skip

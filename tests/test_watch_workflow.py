@@ -1,0 +1,110 @@
+"""Watch mode against the real workflow: a collection written over time, one movie slowly."""
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.workflow_helpers import simulated_spa_run
+
+
+def _copy_slowly(source: Path, target: Path, chunks: int, pause_s: float) -> None:
+    data = source.read_bytes()
+    step = len(data) // chunks + 1
+    with target.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start : start + step])
+            handle.flush()
+            time.sleep(pause_s)
+
+
+def _collect(staging: Path, session: Path, movies: list[Path]) -> None:
+    """Arrive like EPU: metadata first, then the movie; the last one written in chunks."""
+    for index, movie in enumerate(movies):
+        relative = movie.relative_to(staging)
+        (session / relative).parent.mkdir(parents=True, exist_ok=True)
+        xml = movie.with_name(movie.name.replace("_fractions.tiff", ".xml"))
+        shutil.copy(xml, session / xml.relative_to(staging))
+        if index == len(movies) - 1:
+            _copy_slowly(movie, session / relative, chunks=4, pause_s=1.5)
+        else:
+            shutil.copy(movie, session / relative)
+        time.sleep(3)
+
+
+def _motion_jobs(workdir: Path) -> dict[str, int]:
+    """How often each movie's motion_correct job ran, from Snakemake's run logs."""
+    counts: dict[str, int] = {}
+    for log in (workdir / ".snakemake" / "log").glob("*.snakemake.log"):
+        rule = None
+        for line in log.read_text().splitlines():
+            if line.startswith(("rule ", "localrule ")):
+                rule = line.split()[1].rstrip(":")
+            elif rule == "motion_correct" and line.strip().startswith("wildcards: movie="):
+                movie = line.split("movie=", 1)[1].strip()
+                counts[movie] = counts.get(movie, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_watch_processes_each_movie_once_and_never_a_partial_file(tmp_path: Path):
+    staging_config = simulated_spa_run(tmp_path / "staging", movies=3, size=256, frames=4)
+    staging = tmp_path / "staging" / "session"
+    movies = sorted(staging.glob("Images-Disc1/GridSquare_*/Data/*_fractions.tiff"))
+    session = tmp_path / "session"
+    session.mkdir()
+    config = yaml.safe_load(staging_config.read_text())
+    config["session"]["session_dir"] = str(session)
+    config["outputs"]["dir"] = str(tmp_path / "processed")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    collector = threading.Thread(target=_collect, args=(staging, session, movies))
+    collector.start()
+    watch = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emproc.cli",
+            "watch",
+            str(session),
+            "--configfile",
+            str(config_path),
+            "--cores",
+            "2",
+            "--interval",
+            "1",
+            "--max-interval",
+            "2",
+            "--stable-seconds",
+            "2.5",
+            "--idle-timeout",
+            "20",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    collector.join()
+    assert watch.returncode == 0, watch.stderr[-3000:]
+    processed = tmp_path / "processed"
+    names = [str(m.relative_to(staging).with_suffix("")) for m in movies]
+    assert _motion_jobs(tmp_path) == {name: 1 for name in names}
+    assert not (processed / "failures").exists()  # the slow file was never read half-written
+    manifest = (processed / ".emproc-watch" / "ready_movies.txt").read_text().split()
+    assert sorted(manifest) == sorted(str(m.relative_to(staging)) for m in movies)
+    database = sqlite3.connect(processed / "ispyb.sqlite")
+    assert database.execute("SELECT COUNT(*) FROM Movie").fetchone()[0] == len(movies)
+    assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == len(movies)
+    database.close()
+    state = json.loads((processed / "ISPyB" / "ingest_state.json").read_text())
+    assert state["visit"] == "bi12345-1"
