@@ -155,3 +155,22 @@ def test_config_overrides_join_the_users_config_flag():
         "--dry-run",
     ]
     assert with_config_overrides(["snakemake"], ["b=2"]) == ["snakemake", "--config", "b=2"]
+
+
+def test_file_events_wake_the_watcher_before_the_interval_ends(tmp_path):
+    import threading
+    import time
+
+    from emproc.watch import FileEventWaker
+
+    waker = FileEventWaker(tmp_path)
+    try:
+        assert waker.uses_events
+        timer = threading.Timer(0.3, lambda: _movie(tmp_path, 1, 1))
+        timer.start()
+        start = time.monotonic()
+        waker.sleep(30)
+        assert time.monotonic() - start < 10  # woken by the new movie, not the 30 s poll
+        timer.join()
+    finally:
+        waker.close()

@@ -14,7 +14,7 @@ from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_conf
 from emproc.discovery import DiscoveryError, discover_movies
 from emproc.failures import clear_all_failures, failure_records
 from emproc.status import format_status, session_status
-from emproc.watch import WatchSettings, watch_session
+from emproc.watch import FileEventWaker, WatchSettings, watch_session
 
 
 def _check_config(config_path: str, overrides: dict[str, str]) -> dict:
@@ -139,13 +139,23 @@ def command_watch(args: argparse.Namespace) -> int:
         overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
         return run_session(with_config_overrides(command, overrides), output_dir)
 
+    waker = FileEventWaker(session_dir)
+    if waker.uses_events:
+        print("emproc watch: woken by file events (inotify) as well as polling", file=sys.stderr)
     try:
         return watch_session(
-            session_dir, config["session"]["movie_glob"], output_dir, run_workflow, settings
+            session_dir,
+            config["session"]["movie_glob"],
+            output_dir,
+            run_workflow,
+            settings,
+            sleep=waker.sleep,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)
         return 130
+    finally:
+        waker.close()
 
 
 def command_status(args: argparse.Namespace) -> int:

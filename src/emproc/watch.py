@@ -215,3 +215,50 @@ def watch_session(
             sleep(max(pause, 0.0))
     finally:
         lock_path.unlink(missing_ok=True)
+
+
+class FileEventWaker:
+    """Sleeps until the polling interval ends or the file system reports a change.
+
+    Uses inotify (via watchdog) where the file system delivers events; on parallel file
+    systems that do not (changes made by other clients), the polling interval still bounds
+    the wait, so nothing depends on events arriving.
+    """
+
+    def __init__(self, session_dir: Path) -> None:
+        import threading
+
+        self._changed = threading.Event()
+        self._observer = None
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # polling only
+            return
+        changed = self._changed
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:  # noqa: ANN001
+                if event.event_type in ("created", "modified", "moved", "closed"):
+                    changed.set()
+
+        observer = Observer()
+        try:
+            observer.schedule(_Handler(), str(session_dir), recursive=True)
+            observer.start()
+        except OSError:  # e.g. inotify watch limit reached: polling only
+            return
+        self._observer = observer
+
+    @property
+    def uses_events(self) -> bool:
+        return self._observer is not None
+
+    def sleep(self, seconds: float) -> None:
+        self._changed.wait(timeout=max(seconds, 0.0))
+        self._changed.clear()
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
