@@ -1,7 +1,9 @@
 """Watch mode against the real workflow: a collection written over time, one movie slowly."""
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -55,7 +57,7 @@ def _motion_jobs(workdir: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_watch_processes_each_movie_once_and_never_a_partial_file(tmp_path: Path):
-    staging_config = simulated_spa_run(tmp_path / "staging", movies=3, size=256, frames=4)
+    staging_config = simulated_spa_run(tmp_path / "staging", movies=3, size=512, frames=4)
     staging = tmp_path / "staging" / "session"
     movies = sorted(staging.glob("Images-Disc1/GridSquare_*/Data/*_fractions.tiff"))
     session = tmp_path / "session"
@@ -106,5 +108,44 @@ def test_watch_processes_each_movie_once_and_never_a_partial_file(tmp_path: Path
     assert database.execute("SELECT COUNT(*) FROM Movie").fetchone()[0] == len(movies)
     assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == len(movies)
     database.close()
+    batches = json.loads((processed / "Class2D" / "class2d_batches.json").read_text())
+    assert batches, "no 2D batch was formed"
+    assert (processed / "report" / "index.html").is_file()
     state = json.loads((processed / "ISPyB" / "ingest_state.json").read_text())
     assert state["visit"] == "bi12345-1"
+
+
+@pytest.mark.slow
+def test_a_killed_watcher_restarts_without_losing_or_redoing_work(tmp_path: Path):
+    config = simulated_spa_run(tmp_path, movies=3, size=256, frames=4)
+    session, processed = tmp_path / "session", tmp_path / "processed"
+    command = [
+        sys.executable, "-m", "emproc.cli", "watch", str(session), "--configfile", str(config),
+        "--cores", "2", "--interval", "1", "--stable-seconds", "0.5", "--idle-timeout", "5",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        command, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(processed.glob("CtfFind/**/*_ctf.json")):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the watcher and its Snakemake, mid-run
+    first.wait()
+    # a CTF result means that movie's motion job had finished completely
+    finished = {
+        str(path.relative_to(processed / "CtfFind")).removesuffix("_ctf.json")
+        for path in processed.glob("CtfFind/**/*_ctf.json")
+    }
+    second = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    counts = _motion_jobs(tmp_path)
+    assert len(counts) == 3
+    assert all(counts[movie] == 1 for movie in finished), (finished, counts)
+    assert not (processed / "failures").exists()
+    database = sqlite3.connect(processed / "ispyb.sqlite")
+    assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == 3
+    database.close()

@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
     --write-config "$work/config.yaml" >/dev/null
 output=$("$bin/snakemake" --lint --configfile "$work/config.yaml" --cores 1 2>&1) || {
     echo "$output"; exit 1; }
-if [ -n "$(grep -v -e '^Lints for' -e '^$' -e 'Congratulations' -e '^Building DAG' <<<"$output")" ]; then
+if grep -q '^Lints for' <<<"$output" || ! grep -q 'Congratulations' <<<"$output"; then
     echo "snakemake --lint found problems:"; echo "$output"; exit 1
 fi
 echo "snakemake --lint: clean"

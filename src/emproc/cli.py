@@ -139,6 +139,15 @@ def command_watch(args: argparse.Namespace) -> int:
         overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
         return run_session(with_config_overrides(command, overrides), output_dir)
 
+    def release_stale_snakemake_lock() -> None:
+        # A watcher killed with its Snakemake leaves Snakemake's lock behind; this runs once
+        # watch_session holds the one-watcher-per-output-dir lock, so that lock is stale.
+        subprocess.run(
+            [*with_config_overrides(command, [f"session_dir={session_dir}"]), "--unlock"],
+            capture_output=True,
+            check=False,
+        )
+
     waker = FileEventWaker(session_dir)
     if waker.uses_events:
         print("emproc watch: woken by file events (inotify) as well as polling", file=sys.stderr)
@@ -150,6 +159,7 @@ def command_watch(args: argparse.Namespace) -> int:
             run_workflow,
             settings,
             sleep=waker.sleep,
+            on_start=release_stale_snakemake_lock,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)

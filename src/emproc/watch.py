@@ -170,6 +170,7 @@ def watch_session(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    on_start: Callable[[], None] = lambda: None,
 ) -> int:
     """Scan, promote stable movies to the manifest, run the workflow; until idle.
 
@@ -180,6 +181,7 @@ def watch_session(
     state_dir.mkdir(parents=True, exist_ok=True)
     lock_path = state_dir / "lock"
     _acquire_lock(lock_path)
+    on_start()
     manifest = state_dir / "ready_movies.txt"
     known = set(read_manifest(manifest))
     scanner = IncrementalScanner(session_dir, movie_glob)
