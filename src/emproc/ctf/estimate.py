@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mrcfile
 import numpy as np
 
 from emproc.ctf.fit import fit_ctf, fit_points, is_significant
@@ -32,6 +31,7 @@ from emproc.ctf.spectrum import (
 )
 from emproc.ctf.star import write_micrographs_ctf_star
 from emproc.io.atomic import write_json_atomic
+from emproc.io.micrograph import MicrographReadError, read_micrograph
 
 __all__ = [
     "CtfParameterError",
@@ -48,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 class CtfParameterError(ValueError):
     """Estimation parameters that contradict each other or the micrograph."""
-
-
-class MicrographReadError(OSError):
-    """The micrograph file is missing, unreadable or not a 2D image."""
 
 
 @dataclass(frozen=True)
@@ -204,26 +200,6 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CtfParameterError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def read_micrograph(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
-    """(image [y, x] float32, pixel size from the MRC header or None if unset)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MicrographReadError(f"micrograph {path}: file not found")
-    try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            data = np.asarray(mrc.data, dtype=np.float32)
-            voxel_x = float(mrc.voxel_size.x)
-    except (ValueError, OSError) as error:
-        raise MicrographReadError(
-            f"micrograph {path}: not a readable MRC file ({error})"
-        ) from error
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 2:
-        raise MicrographReadError(f"micrograph {path}: expected a 2D image, got shape {data.shape}")
-    return data, (voxel_x if voxel_x > 0 else None)
 
 
 def estimate_ctf_for_micrograph(

@@ -10,6 +10,7 @@ import pandas as pd
 import starfile
 
 from emproc.io.atomic import atomic_path
+from emproc.io.relion import OpticsGroupError, corrected_micrograph_row, micrograph_optics_table
 
 
 class CtfStarError(ValueError):
@@ -46,38 +47,22 @@ def write_micrographs_ctf_star(
                 f"{path}: summaries out of order, movie names {sorted(map(str, names))}"
             )
 
-    optics_rows: dict[int, dict[str, Any]] = {}
-    for motion, movie in zip(motion_summaries, metadata, strict=True):
-        group = _optics_group(movie, motion)
-        row = {
-            "rlnOpticsGroup": group,
-            "rlnOpticsGroupName": movie.get("optics_group_name") or f"opticsGroup{group}",
-            "rlnMicrographOriginalPixelSize": float(movie["pixel_size_angstrom"]),
-            "rlnVoltage": float(movie["voltage_kv"]),
-            "rlnSphericalAberration": float(movie["spherical_aberration_mm"]),
-            "rlnAmplitudeContrast": float(movie["amplitude_contrast"]),
-            "rlnMicrographPixelSize": float(motion["pixel_size_angstrom"]),
-        }
-        if optics_rows.setdefault(group, row) != row:
-            raise CtfStarError(
-                f"{path}: movie {movie['movie_name']} disagrees with optics group {group}: "
-                f"{row} vs {optics_rows[group]}"
-            )
-    optics = pd.DataFrame([optics_rows[group] for group in sorted(optics_rows)])
+    try:
+        optics = micrograph_optics_table(
+            metadata,
+            [motion["pixel_size_angstrom"] for motion in motion_summaries],
+            table_path=path,
+        )
+    except OpticsGroupError as error:
+        raise CtfStarError(str(error)) from error
 
     with_phase = any(float(ctf["phase_shift_deg"]) != 0.0 for ctf in ctf_summaries)
     rows = []
     for ctf, motion, movie in zip(ctf_summaries, motion_summaries, metadata, strict=True):
+        # as corrected_micrographs.star: the dose-weighted sum for later steps, the plain
+        # sum (which the CTF was estimated on, as in RELION) as NoDW
         row = {
-            # as corrected_micrographs.star: the dose-weighted sum for later steps, the plain
-            # sum (which the CTF was estimated on, as in RELION) as NoDW
-            "rlnMicrographName": str(motion.get("micrograph_dw_path") or ctf["micrograph_path"]),
-            "rlnMicrographNameNoDW": str(ctf["micrograph_path"]),
-            "rlnMicrographMetadata": str(motion["shifts_star_path"]),
-            "rlnOpticsGroup": _optics_group(movie, motion),
-            "rlnAccumMotionTotal": float(motion["total_motion_angstrom"]),
-            "rlnAccumMotionEarly": float(motion["early_motion_angstrom"]),
-            "rlnAccumMotionLate": float(motion["late_motion_angstrom"]),
+            **corrected_micrograph_row(motion, movie),
             "rlnCtfImage": str(ctf["diagnostic_image_path"]),
             "rlnDefocusU": float(ctf["defocus_u_angstrom"]),
             "rlnDefocusV": float(ctf["defocus_v_angstrom"]),
@@ -93,8 +78,3 @@ def write_micrographs_ctf_star(
         starfile.write(
             {"optics": optics, "micrographs": pd.DataFrame(rows)}, temporary, overwrite=True
         )
-
-
-def _optics_group(movie: dict[str, Any], motion: dict[str, Any]) -> int:
-    # the same fallbacks as corrected_micrographs.star, so both tables agree
-    return int(movie.get("optics_group") or motion.get("optics_group") or 1)

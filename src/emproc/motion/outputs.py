@@ -20,6 +20,7 @@ import starfile
 from emproc.io.atomic import atomic_path, write_json_atomic
 from emproc.io.gain import load_defect_map, load_gain_reference
 from emproc.io.movie import MovieError, movie_header, read_movie
+from emproc.io.relion import corrected_micrograph_row, micrograph_optics_table
 from emproc.motion.correct import MotionCorrectionError, MotionResult, motion_correct
 from emproc.motion.plots import write_drift_plot, write_snapshot
 
@@ -279,35 +280,13 @@ def write_corrected_micrographs_star(
         raise ValueError(
             f"{path}: {len(summaries)} motion summaries but {len(metadata)} metadata records"
         )
-    optics: dict[int, dict] = {}
-    rows = []
-    for summary, meta in zip(summaries, metadata, strict=True):
-        group = int(meta.get("optics_group") or summary.get("optics_group") or 1)
-        optics.setdefault(
-            group,
-            {
-                "rlnOpticsGroup": group,
-                "rlnOpticsGroupName": meta.get("optics_group_name") or f"opticsGroup{group}",
-                "rlnMicrographOriginalPixelSize": float(meta["pixel_size_angstrom"]),
-                "rlnVoltage": float(meta["voltage_kv"]),
-                "rlnSphericalAberration": float(meta["spherical_aberration_mm"]),
-                "rlnAmplitudeContrast": float(meta["amplitude_contrast"]),
-                "rlnMicrographPixelSize": float(summary["pixel_size_angstrom"]),
-            },
-        )
-        dw = summary.get("micrograph_dw_path")
-        rows.append(
-            {
-                "rlnMicrographName": dw or summary["micrograph_path"],
-                "rlnMicrographNameNoDW": summary["micrograph_path"],
-                "rlnMicrographMetadata": summary["shifts_star_path"],
-                "rlnOpticsGroup": group,
-                "rlnAccumMotionTotal": float(summary["total_motion_angstrom"]),
-                "rlnAccumMotionEarly": float(summary["early_motion_angstrom"]),
-                "rlnAccumMotionLate": float(summary["late_motion_angstrom"]),
-            }
-        )
-    optics_table = pd.DataFrame([optics[group] for group in sorted(optics)], columns=OPTICS_COLUMNS)
+    rows = [
+        corrected_micrograph_row(summary, meta)
+        for summary, meta in zip(summaries, metadata, strict=True)
+    ]
+    optics_table = micrograph_optics_table(
+        metadata, [summary["pixel_size_angstrom"] for summary in summaries], table_path=path
+    )[OPTICS_COLUMNS]
     micrographs = pd.DataFrame(rows, columns=MICROGRAPH_COLUMNS)
     with atomic_path(path) as temporary:
         starfile.write(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pandas as pd
 import starfile
@@ -13,11 +12,9 @@ from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
 
 from emproc.io.atomic import atomic_path
+from emproc.io.micrograph import MicrographReadError
+from emproc.io.micrograph import read_micrograph as read_micrograph_with_header
 from emproc.picking.log_picker import PICK_COLUMNS, fourier_bin
-
-
-class MicrographReadError(ValueError):
-    """A micrograph file is missing, truncated, corrupt or not a 2D image."""
 
 
 class CoordinateFileError(ValueError):
@@ -26,23 +23,9 @@ class CoordinateFileError(ValueError):
 
 def read_micrograph(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
     """2D float32 image [y, x] and pixel size (Angstrom) from an MRC micrograph."""
-    path = Path(path)
-    if not path.is_file():
-        raise MicrographReadError(f"{path}: micrograph not found")
-    try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            data = np.asarray(mrc.data, dtype=np.float32)
-            pixel_size = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError) as error:
-        raise MicrographReadError(f"{path}: unreadable MRC ({error})") from error
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 2:
-        raise MicrographReadError(f"{path}: expected a 2D micrograph, got shape {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise MicrographReadError(f"{path}: micrograph contains NaN or infinite values")
-    if pixel_size <= 0:
-        raise MicrographReadError(f"{path}: pixel size missing from the MRC header")
+    data, pixel_size = read_micrograph_with_header(path)
+    if pixel_size is None:
+        raise MicrographReadError(f"micrograph {path}: pixel size missing from the MRC header")
     return data, pixel_size
 
 
