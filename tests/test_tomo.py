@@ -90,7 +90,9 @@ def test_recovered_shifts_within_one_pixel_at_alignment_binning(series, alignmen
     rms = float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
     assert rms < 1.0, rms
     assert alignment.residual_rms_px < 1.5
-    assert alignment.tilt_axis_angle_deg == pytest.approx(series["truth"]["tilt_axis_angle_deg"])
+    assert alignment.tilt_axis_angle_deg == pytest.approx(
+        series["truth"]["tilt_axis_angle_deg"], abs=1.0
+    )
 
 
 def test_wbp_with_true_geometry_matches_phantom(series):

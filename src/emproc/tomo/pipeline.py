@@ -108,7 +108,7 @@ def process_tilt_series(
     alignment_params = AlignmentParams(
         binning=int(tomo.get("alignment_binning", tomo.get("binning", 4))),
         patch_size_px=int(tomo.get("patch_size_px", 48)),
-        refine_axis=bool(tomo.get("refine_tilt_axis", False)),
+        refine_axis=bool(tomo.get("refine_tilt_axis", True)),
     )
     # the mdoc's calibrated axis unless the config overrides it for this session
     axis_override = tomo.get("tilt_axis_guess_deg")
