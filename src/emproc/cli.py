@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,25 @@ from emproc.discovery import DiscoveryError, discover_movies
 from emproc.failures import clear_all_failures, failure_records
 from emproc.status import format_status, session_status
 from emproc.watch import FileEventWaker, WatchSettings, watch_session
+
+
+class OutputDirError(OSError):
+    """The output directory cannot be created or written (permissions, a file in the way)."""
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Create `output_dir` and write a probe file there before Snakemake starts, so a bad
+    output path gives one clear line instead of a traceback from Snakemake's DAG build."""
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".emproc-write-test-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputDirError(
+            f"{path}: output directory cannot be created or written ({reason})"
+        ) from error
 
 
 def _check_config(config_path: str, overrides: dict[str, str]) -> dict:
@@ -67,6 +87,7 @@ def command_run(args: argparse.Namespace) -> int:
     extra = [argument for argument in args.snakemake_args if argument != "--"]
     config = _check_config(args.configfile, _config_overrides(extra))
     output_dir = config["outputs"]["dir"]
+    check_output_dir(output_dir)
     if args.retry_failed:
         print(f"emproc: retrying {clear_all_failures(output_dir)} failed movies", file=sys.stderr)
     profile = args.profile
@@ -126,6 +147,7 @@ def command_watch(args: argparse.Namespace) -> int:
     if not session_dir.is_dir():
         raise DiscoveryError(f"session directory does not exist: {session_dir}")
     output_dir = Path(config["outputs"]["dir"])
+    check_output_dir(output_dir)
     profile = args.profile or str(WORKFLOW_ROOT / "profiles" / "local")
     command = snakemake_command(args.configfile, profile, args.cores, extra)
     settings = WatchSettings(
@@ -241,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.snakemake_args = list(unknown) + list(args.snakemake_args)
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, DiscoveryError, FileNotFoundError) as error:
+    except (ConfigError, DiscoveryError, FileNotFoundError, OutputDirError) as error:
         print(f"emproc: error: {error}", file=sys.stderr)
         return 2
 

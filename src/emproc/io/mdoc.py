@@ -18,6 +18,9 @@ class MdocError(ValueError):
 
 
 _TILT_AXIS_TITLE = re.compile(r"tilt\s*axis\s*angle\s*=\s*([-+0-9.eE]+)", re.IGNORECASE)
+# an autodoc line is blank, a [section] or [T = title], `Key = value`, or a # comment;
+# mdocfile silently skips anything else, which would lose e.g. a tilt's ExposureDose
+_MDOC_LINE = re.compile(r"\s*(\[[^\]]*\]|[A-Za-z][^=\[\]]*=.*|#.*)?\s*")
 
 
 @dataclass(frozen=True)
@@ -82,17 +85,39 @@ def _optional_float(value: object) -> float | None:
     return None if np.isnan(number) else number
 
 
+def _check_lines(path: Path, text: str) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if "\x00" in line or not _MDOC_LINE.fullmatch(line):
+            raise MdocError(f"{path}: line {number} is malformed: {line.strip()[:80]!r}")
+
+
+def _one_line(error: Exception) -> str:
+    """pydantic's multi-line validation report as `field: problem (got 'value')`."""
+    details = getattr(error, "errors", None)
+    if callable(details):
+        try:
+            return "; ".join(
+                f"{'.'.join(map(str, item['loc']))}: {item['msg']} (got {item.get('input')!r})"
+                for item in details()
+            )
+        except Exception:  # noqa: BLE001 - fall back to the plain message
+            pass
+    return " ".join(str(error).split())
+
+
 def read_tilt_series_mdoc(path: str | Path) -> TiltSeriesMetadata:
     """Parse a tilt-series mdoc. Tilts are returned in acquisition order, taken from
     DateTime when every section has one, else from the ZValue order."""
     path = Path(path)
     if not path.is_file():
         raise MdocError(f"{path}: mdoc file not found")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    _check_lines(path, text)
     try:
         with _quiet_mdocfile():
-            mdoc = mdocfile.data_models.Mdoc.from_file(str(path))
+            mdoc = mdocfile.data_models.Mdoc.from_string(text)
     except Exception as error:  # mdocfile raises pydantic/parsing errors of many types
-        raise MdocError(f"{path}: cannot parse mdoc: {error}") from error
+        raise MdocError(f"{path}: cannot parse mdoc: {_one_line(error)}") from error
     sections = mdoc.section_data
     if not sections:
         raise MdocError(f"{path}: no [ZValue = n] sections")
