@@ -7,6 +7,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
@@ -83,6 +84,14 @@ def output_dir(tmp_path: Path) -> Path:
             {"movie_name": name, "number_of_particles": 50 + index},
         )
     _write(
+        tmp_path / "Class2D" / "batch_1" / "summary.json",
+        {"batch_number": 1, "number_of_particles": 500, "number_of_classes": 4, "classes": []},
+    )
+    gallery = plt.figure(figsize=(4, 1.5))
+    gallery.figimage(rng.normal(size=(140, 360)))
+    gallery.savefig(tmp_path / "Class2D" / "batch_1" / "classes.png")
+    plt.close(gallery)
+    _write(
         tmp_path / "failures" / "motion" / "GridSquare_1/Data/movie_99.json",
         {"step": "motion", "error": "movie_99.tiff: truncated after frame 7"},
     )
@@ -98,7 +107,8 @@ def test_report_is_valid_html_with_embedded_plots_and_the_failures(output_dir: P
     parser.close()
     assert parser.open_tags == []
     assert {"Summary", "Motion", "CTF", "Particles", "2D classes"} <= set(parser.headings)
-    assert len(parser.images) >= 5  # motion x2, CTF x3, particles
+    assert len(parser.images) >= 7  # motion x2, CTF x3, particles, the class gallery
+    assert "batch 1: 500 particles, 4 classes" in text
     for source in parser.images:
         mime, payload = source.split(",", 1)
         assert mime == "data:image/png;base64"

@@ -80,8 +80,9 @@ def _classes(data: ReportData, output_dir: Path) -> str:
     items = []
     for batch in sorted(data.class_batches, key=lambda b: b.get("batch_number", 0)):
         number = batch.get("batch_number")
-        gallery = batch.get("gallery_path") or next(
-            iter(sorted((output_dir / "Class2D" / f"batch_{number}").glob("*gallery*.png"))), None
+        # the class2d_batch rule writes the gallery (classes sorted by size) as classes.png
+        gallery = (
+            batch.get("gallery_path") or output_dir / "Class2D" / f"batch_{number}" / "classes.png"
         )
         caption = (
             f"batch {number}: {batch.get('number_of_particles', '?')} particles, "
