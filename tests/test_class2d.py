@@ -359,3 +359,11 @@ def test_missing_stack_is_a_clear_error(tmp_path):
         load_batch([member], tmp_path)
     with pytest.raises(BatchManifestError, match="rows"):
         load_batch([dict(member, count=50)], tmp_path)
+
+
+def test_a_tiny_batch_gets_fewer_classes_not_single_particle_ones():
+    stack, _ = simulate_particle_stack(SyntheticStackParams(number_of_particles=12), seed=4)
+    result = classify_2d(stack, 4.0, Class2DParams(number_of_classes=6, iterations=3))
+    assert result.class_averages.shape[0] == 2  # 12 particles, at least 5 per class
+    assert set(np.unique(result.class_number)) <= {1, 2}
+    assert np.all(np.isfinite(result.class_averages))

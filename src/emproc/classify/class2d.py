@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 CHUNK = 512  # particles per vectorised block: bounds the (chunk, k, angles) arrays
 
 
+MIN_PARTICLES_PER_CLASS = 5
+
+
 class ClassificationError(ValueError):
     """The particle stack or parameters cannot be classified."""
 
@@ -218,7 +221,8 @@ def classify_2d(
     if stack.ndim != 3 or stack.shape[1] != stack.shape[2]:
         raise ClassificationError(f"expected a stack of square images, got {stack.shape}")
     count, size, _ = stack.shape
-    k = min(params.number_of_classes, count)
+    # fewer than a handful of particles per class is no average: fewer classes instead
+    k = max(1, min(params.number_of_classes, count // MIN_PARTICLES_PER_CLASS))
     if count < 2:
         raise ClassificationError(f"need at least 2 particles, got {count}")
     if not np.all(np.isfinite(stack)):
