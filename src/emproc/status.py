@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,23 @@ class SessionStatus:
     median_fit_resolution_angstrom: float | None
     median_total_motion_angstrom: float | None
     particles: int
-    notes: list[str] = field(default_factory=list)
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def summary_paths(output_dir: Path, stage: str) -> list[Path]:
+    """The per-unit summary files of one stage (a key of STAGE_SUMMARIES), sorted."""
+    return sorted(output_dir.glob(STAGE_SUMMARIES[stage]))
+
+
+def read_summaries(paths: list[Path]) -> list[dict[str, Any]]:
+    """The JSON records of `paths`; a file being replaced or unreadable is skipped (the next
+    look has it)."""
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
 
 
 def _median(values: list[float]) -> float | None:
@@ -56,17 +65,15 @@ def _acquisition_rate(timestamps: list[datetime]) -> float | None:
 
 def session_status(output_dir: str | Path) -> SessionStatus:
     output_dir = Path(output_dir)
-    summaries = {
-        stage: sorted(output_dir.glob(pattern)) for stage, pattern in STAGE_SUMMARIES.items()
-    }
-    timestamps = []
-    for path in summaries["imported"]:
-        record = _load(path)
-        if record and record.get("timestamp"):
-            timestamps.append(datetime.fromisoformat(record["timestamp"]))
-    ctf = [record for path in summaries["CTF estimated"] if (record := _load(path))]
-    motion = [record for path in summaries["motion corrected"] if (record := _load(path))]
-    picks = [record for path in summaries["picked"] if (record := _load(path))]
+    summaries = {stage: summary_paths(output_dir, stage) for stage in STAGE_SUMMARIES}
+    timestamps = [
+        datetime.fromisoformat(record["timestamp"])
+        for record in read_summaries(summaries["imported"])
+        if record.get("timestamp")
+    ]
+    ctf = read_summaries(summaries["CTF estimated"])
+    motion = read_summaries(summaries["motion corrected"])
+    picks = read_summaries(summaries["picked"])
     return SessionStatus(
         output_dir=output_dir,
         counts={stage: len(paths) for stage, paths in summaries.items()},

@@ -6,6 +6,8 @@
 #   tools/cluster/gridengine.sh stop STATE_DIR   stop the daemons this script started (by pid)
 # Clients need `export SGE_ROOT=/var/lib/gridengine SGE_CELL=default`.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command=${1:?usage: gridengine.sh install|start|stop [STATE_DIR]}
 state=${2:-}
@@ -124,17 +126,6 @@ start() {
     cat "$execd_spool"/*/execd.pid | tail -n 1 >"$state/execd.pid"
     wait_for 60 "queue all.q@$node" queue_ready
     echo "Grid Engine up: export SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL"
-}
-
-stop_pid() { # stop_pid PIDFILE: TERM, then KILL after 10 s
-    local file=$1 pid
-    [ -s "$file" ] || return 0
-    pid=$(cat "$file")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$file"
 }
 
 stop() {

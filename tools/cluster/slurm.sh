@@ -9,6 +9,8 @@
 # No accounting database: the Snakemake plugin must poll with `squeue` (profile override
 # `slurm-status-command: squeue`), and MinJobAge keeps finished jobs visible to squeue.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command=${1:?usage: slurm.sh install|start|stop [STATE_DIR]}
 state=${2:-}
@@ -115,17 +117,6 @@ start() {
     slurmd
     wait_for 60 "node $node" node_idle
     echo "SLURM up: export SLURM_CONF=$SLURM_CONF"
-}
-
-stop_pid() { # stop_pid PIDFILE: TERM, then KILL after 10 s
-    local file=$1 pid
-    [ -s "$file" ] || return 0
-    pid=$(cat "$file")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$file"
 }
 
 stop() {

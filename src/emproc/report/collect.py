@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,16 +9,11 @@ from typing import Any
 import pandas as pd
 
 from emproc.failures import failure_records
+from emproc.status import read_summaries, summary_paths
 
 
-def _records(output_dir: Path, pattern: str) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted(output_dir.glob(pattern)):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue  # a file being replaced; the next report has it
-    return records
+def _records(output_dir: Path, stage: str) -> list[dict[str, Any]]:
+    return read_summaries(summary_paths(output_dir, stage))
 
 
 @dataclass
@@ -33,22 +27,22 @@ class ReportData:
 def collect_report_data(output_dir: str | Path) -> ReportData:
     output_dir = Path(output_dir)
     rows: dict[str, dict[str, Any]] = {}
-    for record in _records(output_dir, "Import/**/*.json"):
+    for record in _records(output_dir, "imported"):
         rows.setdefault(record["movie_name"], {})["timestamp"] = record.get("timestamp")
-    for record in _records(output_dir, "MotionCorr/**/*_motion.json"):
+    for record in _records(output_dir, "motion corrected"):
         rows.setdefault(record["movie_name"], {}).update(
             total_motion_angstrom=record.get("total_motion_angstrom"),
             early_motion_angstrom=record.get("early_motion_angstrom"),
             late_motion_angstrom=record.get("late_motion_angstrom"),
             shifts_csv_path=record.get("shifts_csv_path"),
         )
-    for record in _records(output_dir, "CtfFind/**/*_ctf.json"):
+    for record in _records(output_dir, "CTF estimated"):
         rows.setdefault(record["movie_name"], {}).update(
             defocus_angstrom=(record["defocus_u_angstrom"] + record["defocus_v_angstrom"]) / 2,
             astigmatism_angstrom=record.get("astigmatism_angstrom"),
             fit_resolution_angstrom=record.get("fit_resolution_angstrom"),
         )
-    for record in _records(output_dir, "Picking/**/*_picks.json"):
+    for record in _records(output_dir, "picked"):
         rows.setdefault(record["movie_name"], {})["particles"] = record.get("number_of_particles")
     micrographs = pd.DataFrame.from_dict(rows, orient="index")
     micrographs.index.name = "movie_name"
@@ -57,7 +51,7 @@ def collect_report_data(output_dir: str | Path) -> ReportData:
         micrographs = micrographs.sort_values("timestamp", na_position="last")
     return ReportData(
         micrographs=micrographs,
-        class_batches=_records(output_dir, "Class2D/batch_*/summary.json"),
-        tomograms=_records(output_dir, "Tomograms/**/*_tomo.json"),
+        class_batches=_records(output_dir, "2D batches"),
+        tomograms=_records(output_dir, "tomograms"),
         failures=failure_records(output_dir),
     )
