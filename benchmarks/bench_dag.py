@@ -2,13 +2,16 @@
 
 Generates an EPU-like tree of empty movie files (the dry run reads no movie), writes a
 config for it and times `snakemake --dry-run` with peak memory (of the snakemake process,
-from /usr/bin/time or resource.getrusage of children).
+from resource.getrusage of children, so run one size per call for exact peaks).
 
     .venv/bin/python benchmarks/bench_dag.py 1000 5000 20000
+    .venv/bin/python benchmarks/bench_dag.py --movies-per-job 1 1000
+    .venv/bin/python benchmarks/bench_dag.py --workflow-root /tmp/old-checkout 1000   # before/after
 """
 
 from __future__ import annotations
 
+import argparse
 import resource
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from emproc.config import WORKFLOW_ROOT, load_config
 MOVIES_PER_SQUARE = 200
 
 
-def make_session(root: Path, movies: int) -> Path:
+def make_session(root: Path, movies: int, movies_per_job: int) -> Path:
     session = root / "session"
     for index in range(movies):
         square = session / "Images-Disc1" / f"GridSquare_{index // MOVIES_PER_SQUARE + 1}" / "Data"
@@ -35,12 +38,13 @@ def make_session(root: Path, movies: int) -> Path:
     config["session"]["session_dir"] = str(session)
     config["microscope"]["gain_reference"] = ""
     config["outputs"]["dir"] = str(root / "processed")
+    config["processing"] = {"movies_per_job": movies_per_job}
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def time_dry_run(config: Path) -> tuple[float, float, int]:
+def time_dry_run(config: Path, workflow_root: Path) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB) of the dry run, number of jobs planned."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
@@ -50,7 +54,7 @@ def time_dry_run(config: Path) -> tuple[float, float, int]:
             "-m",
             "snakemake",
             "--snakefile",
-            str(WORKFLOW_ROOT / "Snakefile"),
+            str(workflow_root / "Snakefile"),
             "--configfile",
             str(config),
             "--dry-run",
@@ -71,15 +75,21 @@ def time_dry_run(config: Path) -> tuple[float, float, int]:
     return elapsed, max(peak, before) / 1024, jobs
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int], movies_per_job: int, workflow_root: Path) -> None:
+    print(f"workflow: {workflow_root}, movies per job: {movies_per_job}")
     print("| movies | jobs | dry-run wall (s) | peak RSS (MiB) |")
     print("|---|---|---|---|")
     for movies in sizes:
         with tempfile.TemporaryDirectory() as directory:
-            config = make_session(Path(directory), movies)
-            elapsed, peak, jobs = time_dry_run(config)
+            config = make_session(Path(directory), movies, movies_per_job)
+            elapsed, peak, jobs = time_dry_run(config, workflow_root)
             print(f"| {movies:,} | {jobs:,} | {elapsed:.1f} | {peak:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
-    main([int(size) for size in sys.argv[1:]] or [1000, 5000, 20000])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[1000, 5000, 20000])
+    parser.add_argument("--movies-per-job", type=int, default=20)
+    parser.add_argument("--workflow-root", type=Path, default=WORKFLOW_ROOT)
+    arguments = parser.parse_args()
+    main(arguments.sizes, arguments.movies_per_job, arguments.workflow_root)

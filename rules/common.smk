@@ -5,7 +5,7 @@ import sys
 
 from emproc.config import ConfigError, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
-from emproc.failures import failure_records
+from emproc.chunks import CHUNK_PATTERN, assign_chunks, read_ledger
 from emproc.resources import rule_resources
 
 
@@ -34,11 +34,12 @@ if config["session"]["experiment"] == "spa":
         _fail(error)
 else:
     MOVIE_PATHS = {}
-# Movies whose processing failed before are left out of the aggregates, so one bad movie
-# never blocks the session's tables and ingest (emproc.failures; `emproc run --retry-failed`).
-FAILED_MOVIES = failure_records(OUTDIR)
-MOVIES = [movie for movie in MOVIE_PATHS if movie not in FAILED_MOVIES]
-
+# The per-movie stages run per chunk of movies (emproc.chunks): a few thousand jobs plan in
+# seconds where one job per movie and stage took minutes for 20,000 movies. Chunks with an
+# import manifest keep their members; new movies form new chunks.
+CHUNKS = assign_chunks(
+    MOVIE_PATHS, read_ledger(OUTDIR), int(config["processing"]["movies_per_job"])
+)
 
 
 def out(path):
@@ -46,23 +47,40 @@ def out(path):
     return f"{OUTDIR}/{path}"
 
 
-def failure_record(stage):
-    return out(f"failures/{stage}/{{movie}}.json")
+def chunk_manifest(stage):
+    return out(f"Chunks/{{chunk}}/{stage}.json")
 
 
-def movie_file(wildcards):
-    return str(MOVIE_PATHS[wildcards.movie])
+def chunk_manifests(stage):
+    return [out(f"Chunks/{chunk}/{stage}.json") for chunk in CHUNKS]
 
 
-def epu_metadata_file(wildcards):
-    """The movie's EPU XML when there is one (movies not named by EPU have none)."""
+def chunk_members(wildcards):
+    return CHUNKS[wildcards.chunk]
+
+
+def chunk_movie_files(wildcards):
+    # in member order: scripts/movie_stage.py pairs them with params.members
+    return [str(MOVIE_PATHS[movie]) for movie in CHUNKS[wildcards.chunk]]
+
+
+def _epu_xml(movie):
     from emproc.io.epu import EpuNameError, epu_metadata_path
 
     try:
-        xml = epu_metadata_path(MOVIE_PATHS[wildcards.movie])
+        xml = epu_metadata_path(MOVIE_PATHS[movie])
     except EpuNameError:
-        return []
-    return [str(xml)] if xml.is_file() else []
+        return None
+    return str(xml) if xml.is_file() else None
+
+
+def chunk_epu_members(wildcards):
+    """The chunk's movies that have an EPU XML (movies not named by EPU have none)."""
+    return [movie for movie in CHUNKS[wildcards.chunk] if _epu_xml(movie)]
+
+
+def chunk_epu_files(wildcards):
+    return [_epu_xml(movie) for movie in chunk_epu_members(wildcards)]
 
 
 # Detector references every movie needs: inputs, so remote storage stages them too
@@ -73,18 +91,17 @@ DETECTOR_FILES = {
 }
 
 
-IMPORT_JSON = out("Import/{movie}.json")
-MOTION_JSON = out("MotionCorr/{movie}_motion.json")
-CTF_JSON = out("CtfFind/{movie}_ctf.json")
-
-
 wildcard_constraints:
-    # `{movie}_DW.mrc` must not be read as a movie called "..._DW"
-    movie=r".+(?<!_DW)",
+    chunk=CHUNK_PATTERN,
 
 
 def resources_of(rule_name):
     return rule_resources(config["resources"], rule_name)
+
+
+def chunk_runtime(rule_name):
+    """Minutes for a chunk: the rule's per-movie runtime times the movies in a chunk."""
+    return resources_of(rule_name)["runtime"] * int(config["processing"]["movies_per_job"])
 
 
 # 2D classification batches (rules/particles.smk): read the checkpoint's manifest.
@@ -103,7 +120,7 @@ def class2d_batch_inputs(wildcards):
     # the per-movie particle files of this batch only: a full batch's inputs never change
     movies = [member["movie_name"] for member in _class2d_batch(wildcards)["members"]]
     return {
-        "stars": [EXTRACT_STAR.format(movie=movie) for movie in movies],
+        "stars": [out(f"Extract/{movie}.star") for movie in movies],
         "stacks": [out(f"Extract/{movie}.mrcs") for movie in movies],
     }
 

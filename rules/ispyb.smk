@@ -1,4 +1,4 @@
-# ISPyB ingest: the last rule. Inputs are every per-movie JSON and every tomogram summary, so
+# ISPyB ingest: the last rule. Inputs are every chunk manifest and every tomogram summary, so
 # any new or changed result reruns it; the ingest itself writes only the units whose files
 # changed (hashes in OUTDIR/ISPyB/ispyb_ids.json), each in its own transaction, retried on
 # transient errors. Database: config ispyb.credentials / $ISPYB_CREDENTIALS, else the embedded
@@ -7,9 +7,10 @@
 
 rule ispyb_ingest:
     input:
-        imports=expand(IMPORT_JSON, movie=MOVIES),
-        motion=expand(MOTION_JSON, movie=MOVIES),
-        ctf=expand(CTF_JSON, movie=MOVIES),
+        # the chunk manifests name the movies (and failures) to ingest
+        imports=chunk_manifests("import"),
+        motion=chunk_manifests("motion"),
+        ctf=chunk_manifests("ctf"),
         # a function: it runs after every rules file is read, whatever the include order
         tomograms=lambda wildcards: (
             expand(f"{TOMO_DIR}_tomo.json", tilt_series=TILT_SERIES)
@@ -22,7 +23,6 @@ rule ispyb_ingest:
         state=out("ISPyB/ingest_state.json"),
     params:
         config=config,
-        movies=MOVIES,
     log:
         out("logs/ispyb_ingest.log"),
     localrule: True

@@ -1,64 +1,51 @@
-# SPA particles: picking and extraction per movie, aggregates, batched 2D classification.
-# Included after rules/spa.smk (needs OUTDIR, MOVIES, IMPORT_JSON, CTF_JSON, resources_of).
-
-import json
-
-PICKS_STAR = out("Picking/{movie}.star")
-PICKS_JSON = out("Picking/{movie}_picks.json")
-EXTRACT_JSON = out("Extract/{movie}_extract.json")
-EXTRACT_STAR = out("Extract/{movie}.star")
+# SPA particles: picking and extraction per chunk of movies (emproc.chunks), aggregates,
+# batched 2D classification. Included after rules/spa.smk.
 
 
 rule pick_particles:
     input:
-        micrograph=out("MotionCorr/{movie}_DW.mrc"),
+        upstream=[chunk_manifest("motion")],
     output:
-        star=PICKS_STAR,
-        summary=PICKS_JSON,
-        snapshot=out("Picking/{movie}_picks.jpg"),
+        manifest=chunk_manifest("pick"),
     params:
+        stage="pick",
         picking=config["picking"],
     threads: resources_of("pick_particles")["threads"]
     resources:
         mem_mb=resources_of("pick_particles")["mem_mb"],
-        runtime=resources_of("pick_particles")["runtime"],
+        runtime=chunk_runtime("pick_particles"),
     log:
-        out("logs/picking/{movie}.log"),
+        out("logs/chunks/{chunk}/pick.log"),
     conda:
-        "../envs/particles.yaml"
+        "../envs/spa.yaml"
     script:
-        "../scripts/pick_particles.py"
+        "../scripts/movie_stage.py"
 
 
 rule extract_particles:
     input:
-        micrograph=out("MotionCorr/{movie}_DW.mrc"),
-        coordinates=PICKS_STAR,
-        ctf=CTF_JSON,
-        metadata=IMPORT_JSON,
+        # movies that succeeded in both picking and CTF estimation
+        upstream=[chunk_manifest("pick"), chunk_manifest("ctf")],
     output:
-        stack=out("Extract/{movie}.mrcs"),
-        star=EXTRACT_STAR,
-        summary=EXTRACT_JSON,
+        manifest=chunk_manifest("extract"),
     params:
+        stage="extract",
         extraction=config["extraction"],
-        project_dir=lambda wildcards: OUTDIR,
     threads: resources_of("extract_particles")["threads"]
     resources:
         mem_mb=resources_of("extract_particles")["mem_mb"],
-        runtime=resources_of("extract_particles")["runtime"],
+        runtime=chunk_runtime("extract_particles"),
     log:
-        out("logs/extract/{movie}.log"),
+        out("logs/chunks/{chunk}/extract.log"),
     conda:
-        "../envs/particles.yaml"
+        "../envs/spa.yaml"
     script:
-        "../scripts/extract_particles.py"
+        "../scripts/movie_stage.py"
 
 
 rule aggregate_particles:
     input:
-        particle_stars=expand(EXTRACT_STAR, movie=MOVIES),
-        pick_summaries=expand(PICKS_JSON, movie=MOVIES),
+        manifests=chunk_manifests("extract"),
     output:
         particles=out("particles.star"),
         coordinates=out("Picking/coordinates.csv"),
@@ -76,7 +63,7 @@ rule aggregate_particles:
 # full batches frozen as movies accumulate.
 checkpoint class2d_batches:
     input:
-        summaries=expand(EXTRACT_JSON, movie=MOVIES),
+        manifests=chunk_manifests("extract"),
     output:
         manifest=out("Class2D/batches.json"),
     params:
@@ -141,6 +128,6 @@ PARTICLE_TARGETS = (
         rules.aggregate_particles.output.coordinates,
         rules.class2d_index.output.index,
     ]
-    if MOVIES
+    if CHUNKS
     else []
 )

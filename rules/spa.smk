@@ -1,83 +1,78 @@
-# Single-particle stages: one job per movie, aggregates over all movies.
+# Single-particle stages: one job per chunk of movies and stage (emproc.chunks). Each job
+# writes Chunks/<chunk>/<stage>.json naming the movies that succeeded and those that failed;
+# the per-movie files (Import/, MotionCorr/, CtfFind/) are where docs/architecture.md says.
 
 
-rule import_movie:
+rule import_movies:
     input:
-        movie=movie_file,
-        epu_xml=epu_metadata_file,
+        movies=chunk_movie_files,
+        epu_xml=chunk_epu_files,
     output:
-        metadata=IMPORT_JSON,
+        manifest=chunk_manifest("import"),
     params:
+        stage="import",
+        members=chunk_members,
+        epu_members=chunk_epu_members,
         session_dir=SESSION_DIR,
         microscope=config["microscope"],
-        failure_record=failure_record("import"),
-    threads: resources_of("import_movie")["threads"]
+    threads: resources_of("import_movies")["threads"]
     resources:
-        mem_mb=resources_of("import_movie")["mem_mb"],
-        runtime=resources_of("import_movie")["runtime"],
+        mem_mb=resources_of("import_movies")["mem_mb"],
+        runtime=chunk_runtime("import_movies"),
     log:
-        out("logs/import/{movie}.log"),
+        out("logs/chunks/{chunk}/import.log"),
     conda:
         "../envs/spa.yaml"
     script:
-        "../scripts/import_movie.py"
+        "../scripts/movie_stage.py"
 
 
 rule motion_correct:
     input:
-        movie=movie_file,
-        metadata=IMPORT_JSON,
+        upstream=[chunk_manifest("import")],
+        movies=chunk_movie_files,
         **DETECTOR_FILES,
     output:
-        micrograph=out("MotionCorr/{movie}.mrc"),
-        micrograph_dw=out("MotionCorr/{movie}_DW.mrc"),
-        shifts_star=out("MotionCorr/{movie}.star"),
-        shifts_csv=out("MotionCorr/{movie}_shifts.csv"),
-        summary=MOTION_JSON,
-        snapshot=out("MotionCorr/{movie}.jpg"),
-        drift_plot=out("MotionCorr/{movie}_drift.png"),
+        manifest=chunk_manifest("motion"),
     params:
+        stage="motion",
+        members=chunk_members,
         motion=config["motion"],
-        failure_record=failure_record("motion"),
     threads: resources_of("motion_correct")["threads"]
     resources:
         mem_mb=resources_of("motion_correct")["mem_mb"],
-        runtime=resources_of("motion_correct")["runtime"],
+        runtime=chunk_runtime("motion_correct"),
     log:
-        out("logs/motion/{movie}.log"),
+        out("logs/chunks/{chunk}/motion.log"),
     conda:
         "../envs/spa.yaml"
     script:
-        "../scripts/motion_correct.py"
+        "../scripts/movie_stage.py"
 
 
 rule ctf_estimate:
     input:
-        micrograph=out("MotionCorr/{movie}.mrc"),
-        metadata=IMPORT_JSON,
+        upstream=[chunk_manifest("motion")],
     output:
-        ctffind_txt=out("CtfFind/{movie}.txt"),
-        summary=CTF_JSON,
-        diagnostic=out("CtfFind/{movie}_ctf.png"),
+        manifest=chunk_manifest("ctf"),
     params:
+        stage="ctf",
         ctf=config["ctf"],
-        failure_record=failure_record("ctf"),
     threads: resources_of("ctf_estimate")["threads"]
     resources:
         mem_mb=resources_of("ctf_estimate")["mem_mb"],
-        runtime=resources_of("ctf_estimate")["runtime"],
+        runtime=chunk_runtime("ctf_estimate"),
     log:
-        out("logs/ctf/{movie}.log"),
+        out("logs/chunks/{chunk}/ctf.log"),
     conda:
         "../envs/spa.yaml"
     script:
-        "../scripts/ctf_estimate.py"
+        "../scripts/movie_stage.py"
 
 
 rule corrected_micrographs_star:
     input:
-        summaries=expand(MOTION_JSON, movie=MOVIES),
-        metadata=expand(IMPORT_JSON, movie=MOVIES),
+        manifests=chunk_manifests("motion"),
     output:
         star=out("corrected_micrographs.star"),
     log:
@@ -91,9 +86,7 @@ rule corrected_micrographs_star:
 
 rule micrographs_ctf_star:
     input:
-        summaries=expand(CTF_JSON, movie=MOVIES),
-        motion_summaries=expand(MOTION_JSON, movie=MOVIES),
-        metadata=expand(IMPORT_JSON, movie=MOVIES),
+        manifests=chunk_manifests("ctf"),
     output:
         star=out("micrographs_ctf.star"),
     log:
@@ -107,6 +100,6 @@ rule micrographs_ctf_star:
 
 SPA_TARGETS = (
     [rules.corrected_micrographs_star.output.star, rules.micrographs_ctf_star.output.star]
-    if MOVIES
+    if CHUNKS
     else []
 )

@@ -1,12 +1,17 @@
-"""Snakemake adapter: every _ctf.json, _motion.json and Import JSON -> micrographs_ctf.star."""
+"""Snakemake adapter: CTF chunk manifests -> micrographs_ctf.star (movies that succeeded)."""
 
+from pathlib import Path
+
+from emproc.chunks import movie_files, succeeded_movies
 from emproc.ctf import load_json, write_micrographs_ctf_star
 from emproc.scripting import step_logging
 
-with step_logging(snakemake.log[0] if snakemake.log else None, "aggregate_ctf"):
+with step_logging(snakemake.log[0], "aggregate_ctf"):
+    output_dir = Path(snakemake.output.star).parent
+    movies = succeeded_movies(snakemake.input.manifests)
     write_micrographs_ctf_star(
-        [load_json(path) for path in snakemake.input.summaries],
-        [load_json(path) for path in snakemake.input.motion_summaries],
-        [load_json(path) for path in snakemake.input.metadata],
+        [load_json(path) for path in movie_files(output_dir, movies, "ctf", "summary")],
+        [load_json(path) for path in movie_files(output_dir, movies, "motion", "summary")],
+        [load_json(path) for path in movie_files(output_dir, movies, "import", "metadata")],
         snakemake.output.star,
     )

@@ -1,19 +1,17 @@
-"""Snakemake adapter: per-movie _motion.json + Import JSON -> corrected_micrographs.star."""
+"""Snakemake adapter: motion chunk manifests -> corrected_micrographs.star (movies that succeeded)."""
 
-import json
+from pathlib import Path
 
+from emproc.chunks import movie_files, succeeded_movies
+from emproc.ctf import load_json
 from emproc.motion import write_corrected_micrographs_star
 from emproc.scripting import step_logging
 
-
-def _load(path):
-    with open(path) as handle:
-        return json.load(handle)
-
-
-with step_logging(snakemake.log[0] if snakemake.log else None, "aggregate_motion"):
+with step_logging(snakemake.log[0], "aggregate_motion"):
+    output_dir = Path(snakemake.output.star).parent
+    movies = succeeded_movies(snakemake.input.manifests)
     write_corrected_micrographs_star(
-        [_load(path) for path in snakemake.input.summaries],
-        [_load(path) for path in snakemake.input.metadata],
+        [load_json(path) for path in movie_files(output_dir, movies, "motion", "summary")],
+        [load_json(path) for path in movie_files(output_dir, movies, "import", "metadata")],
         snakemake.output.star,
     )

@@ -61,6 +61,16 @@ def add_movie(tmp_path: Path, index: int) -> str:
     return name
 
 
+def add_chunk(tmp_path: Path, chunk: str, movies: list[str]) -> None:
+    """Manifests of the stages these rules follow, as the import/motion/CTF chunk jobs write them."""
+    for stage in ("import", "motion", "ctf"):
+        path = tmp_path / "out" / "Chunks" / chunk / f"{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"chunk": chunk, "stage": stage, "members": movies, "succeeded": movies})
+        )
+
+
 def run_snakemake(tmp_path: Path) -> str:
     result = subprocess.run(
         [
@@ -86,8 +96,7 @@ def test_particle_rules_run_and_full_batches_stay_frozen(tmp_path):
         f"outputs: {{dir: {tmp_path / 'out'}}}\n"
         "class2d: {batch_size: 30, number_of_classes: 3, iterations: 3}\n"
     )
-    for index in range(2):
-        add_movie(tmp_path, index)
+    add_chunk(tmp_path, "00001", [add_movie(tmp_path, index) for index in range(2)])
     run_snakemake(tmp_path)
     out = tmp_path / "out"
     manifest = json.loads((out / "Class2D" / "batches.json").read_text())
@@ -105,7 +114,7 @@ def test_particle_rules_run_and_full_batches_stay_frozen(tmp_path):
     # a new movie arrives: batch 1 keeps its members and is not classified again
     first_batch = manifest["batches"][0]
     written = summary_path.stat().st_mtime_ns
-    add_movie(tmp_path, 2)
+    add_chunk(tmp_path, "00002", [add_movie(tmp_path, 2)])  # a new chunk: chunk 1 is imported
     log = run_snakemake(tmp_path)
     manifest = json.loads((out / "Class2D" / "batches.json").read_text())
     assert manifest["batches"][0] == first_batch

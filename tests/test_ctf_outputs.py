@@ -2,6 +2,8 @@
 aggregate micrographs_ctf.star."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import mrcfile
 import numpy as np
@@ -233,43 +235,61 @@ def test_star_inputs_must_line_up(tmp_path):
     assert not path.exists()
 
 
+class _Files(SimpleNamespace):
+    """Stand-in for Snakemake's named input/output lists (attribute, item and keys())."""
+
+    def keys(self):
+        return vars(self).keys()
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
 def test_snakemake_adapters(micrograph_file, tmp_path):
-    """Run scripts/ctf_estimate.py and scripts/aggregate_ctf.py with a stand-in `snakemake`."""
+    """scripts/movie_stage.py (CTF stage of a chunk) and scripts/aggregate_ctf.py with a
+    stand-in `snakemake`: a movie with no micrograph fails alone and stays out of the STAR."""
     import runpy
-    from pathlib import Path
-    from types import SimpleNamespace
+    import shutil
 
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    name = "FoilHole_1_fractions"
-    metadata_path = tmp_path / "Import" / f"{name}.json"
-    metadata_path.parent.mkdir()
-    metadata_path.write_text(json.dumps(import_record(name, pixel=1.3)))
-    motion_path = tmp_path / "motion.json"
-    motion_path.write_text(json.dumps(motion_record(name, pixel=1.3)))
-    outputs = outputs_in(tmp_path)
+    name, broken = "FoilHole_1_fractions", "FoilHole_2_fractions"
+    for movie in (name, broken):
+        metadata_path = tmp_path / "Import" / f"{movie}.json"
+        metadata_path.parent.mkdir(exist_ok=True)
+        metadata_path.write_text(json.dumps(import_record(movie, pixel=1.3)))
+        motion_path = tmp_path / "MotionCorr" / f"{movie}_motion.json"
+        motion_path.parent.mkdir(exist_ok=True)
+        motion_path.write_text(json.dumps(motion_record(movie, pixel=1.3)))
+    shutil.copy(micrograph_file, tmp_path / "MotionCorr" / f"{name}.mrc")
+    motion_manifest = tmp_path / "Chunks" / "00001" / "motion.json"
+    motion_manifest.parent.mkdir(parents=True)
+    motion_manifest.write_text(json.dumps({"succeeded": [name, broken], "failed": {}}))
+    ctf_manifest = tmp_path / "Chunks" / "00001" / "ctf.json"
     job = SimpleNamespace(
-        input=SimpleNamespace(micrograph=str(micrograph_file), metadata=str(metadata_path)),
-        output=SimpleNamespace(**{key: str(path) for key, path in outputs.items()}),
-        params=SimpleNamespace(
-            ctf={"box_size_px": 256, "defocus_step_angstrom": 1000.0},
-            failure_record=str(tmp_path / "failures" / "ctf" / f"{name}.json"),
-        ),
+        input=_Files(upstream=[str(motion_manifest)]),
+        output=_Files(manifest=str(ctf_manifest)),
+        params=SimpleNamespace(stage="ctf"),
+        wildcards=SimpleNamespace(chunk="00001"),
+        config={"ctf": {"box_size_px": 256, "defocus_step_angstrom": 1000.0}},
         threads=2,
-        log=[str(tmp_path / "logs" / "ctf.log")],
+        log=[str(tmp_path / "logs" / "chunks" / "00001" / "ctf.log")],
     )
-    runpy.run_path(str(scripts / "ctf_estimate.py"), init_globals={"snakemake": job})
-    summary = load_json(outputs["summary"])
+    runpy.run_path(str(scripts / "movie_stage.py"), init_globals={"snakemake": job})
+    manifest = json.loads(ctf_manifest.read_text())
+    assert manifest["succeeded"] == [name]
+    assert broken in manifest["failed"] and f"{broken}.mrc" in manifest["failed"][broken]
+    record = json.loads((tmp_path / "failures" / "ctf" / f"{broken}.json").read_text())
+    assert record["chunk"] == "00001"
+    assert not (tmp_path / "failures" / "ctf" / f"{name}.json").exists()
+    summary = load_json(tmp_path / "CtfFind" / f"{name}_ctf.json")
     assert summary["box_size_px"] == 256
-    assert not (tmp_path / "failures").exists()
+    assert "ctf" in (tmp_path / "logs" / "ctf" / f"{broken}.log").read_text()
     aggregate = SimpleNamespace(
-        input=SimpleNamespace(
-            summaries=[str(outputs["summary"])],
-            motion_summaries=[str(motion_path)],
-            metadata=[str(metadata_path)],
-        ),
-        output=SimpleNamespace(star=str(tmp_path / "micrographs_ctf.star")),
-        log=[],
+        input=_Files(manifests=[str(ctf_manifest)]),
+        output=_Files(star=str(tmp_path / "micrographs_ctf.star")),
+        log=[str(tmp_path / "logs" / "micrographs_ctf.log")],
     )
     runpy.run_path(str(scripts / "aggregate_ctf.py"), init_globals={"snakemake": aggregate})
     micrographs = starfile.read(tmp_path / "micrographs_ctf.star", always_dict=True)["micrographs"]
+    assert len(micrographs) == 1
     assert micrographs["rlnDefocusU"].iloc[0] == pytest.approx(summary["defocus_u_angstrom"])

@@ -39,7 +39,7 @@ def test_rule_resources_most_specific_wins():
     assert rule_resources(configured, "ctf_estimate") == {
         "threads": 4,
         "mem_mb": 4000,
-        "runtime": 10,
+        "runtime": 2,  # minutes per movie: the chunk rule multiplies it by the chunk size
     }
     assert rule_resources(configured, "some_new_rule") == {
         "threads": 1,

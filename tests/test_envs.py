@@ -24,13 +24,10 @@ FAMILIES = ("spa", "particles", "tomo", "ispyb", "report")
 
 # Script name prefix -> env (rule family). Longest prefix wins.
 ENV_OF_PREFIX = {
-    "import_": "spa",
-    "motion_": "spa",
-    "ctf_": "spa",
+    # the five per-movie stages of a chunk (import to extraction) share one script and env
+    "movie_stage": "spa",
     "aggregate_motion": "spa",
     "aggregate_ctf": "spa",
-    "pick_": "particles",
-    "extract_": "particles",
     "aggregate_particles": "particles",
     "class2d_": "particles",
     "tomo_": "tomo",

@@ -271,8 +271,8 @@ def test_changing_ctf_max_resolution_reruns_ctf_only_and_updates_ispyb(finished_
     plan = snakemake(finished_session, "--dry-run", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr[-3000:]
     counts = job_counts(plan.stdout + plan.stderr)
-    assert counts.get("ctf_estimate") == 2, counts
-    upstream = {"import_movie", "motion_correct", "corrected_micrographs_star", "pick_particles"}
+    assert counts.get("ctf_estimate") == 1, counts  # the one chunk of both movies
+    upstream = {"import_movies", "motion_correct", "corrected_micrographs_star", "pick_particles"}
     assert not upstream & set(counts), counts  # picking reads the motion-corrected sums
     assert counts.get("ispyb_ingest") == 1, counts
 

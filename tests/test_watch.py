@@ -174,3 +174,35 @@ def test_file_events_wake_the_watcher_before_the_interval_ends(tmp_path):
         timer.join()
     finally:
         waker.close()
+
+
+def test_stable_movies_are_handed_over_a_chunk_at_a_time_or_after_the_batch_wait(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    clock = FakeClock()
+    runs: list[list[str]] = []
+    arrivals = {10 * index: index for index in range(1, 6)}  # a movie every 10 s, 5 in all
+
+    def sleep(seconds: float) -> None:
+        target = clock.now + max(seconds, 0.5)
+        for when in sorted(arrivals):
+            if clock.now < when <= target:
+                clock.now = when
+                _movie(session, 1, arrivals.pop(when))
+        clock.now = target
+
+    times: list[float] = []
+
+    def run_workflow(manifest: Path) -> int:
+        runs.append(read_manifest(manifest))
+        times.append(clock.now)
+        return 0
+
+    settings = WatchSettings(
+        interval_s=2, idle_timeout_s=400, stable_seconds=0, batch_size=2, batch_wait_s=100
+    )
+    session.mkdir()
+    watch_session(session, GLOB, output, run_workflow, settings, clock, sleep)
+    # two full chunks of 2 as they fill, then the fifth movie alone once it waited 100 s
+    assert [len(run) for run in runs] == [2, 4, 5]
+    assert 20 <= times[0] < 25 and 40 <= times[1] < 45 and 150 <= times[2] < 155
+    assert clock.now >= 50 + 400  # and the watcher still stopped only when idle

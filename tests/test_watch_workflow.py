@@ -42,16 +42,22 @@ def _collect(staging: Path, session: Path, movies: list[Path]) -> None:
 
 
 def _motion_jobs(workdir: Path) -> dict[str, int]:
-    """How often each movie's motion_correct job ran, from Snakemake's run logs."""
-    counts: dict[str, int] = {}
+    """How often each movie was motion-corrected: the motion_correct jobs in Snakemake's run
+    logs (one per chunk of movies), counted for each movie of the chunk."""
+    runs: dict[str, int] = {}
     for log in (workdir / ".snakemake" / "log").glob("*.snakemake.log"):
         rule = None
         for line in log.read_text().splitlines():
             if line.startswith(("rule ", "localrule ")):
                 rule = line.split()[1].rstrip(":")
-            elif rule == "motion_correct" and line.strip().startswith("wildcards: movie="):
-                movie = line.split("movie=", 1)[1].strip()
-                counts[movie] = counts.get(movie, 0) + 1
+            elif rule == "motion_correct" and line.strip().startswith("wildcards: chunk="):
+                chunk = line.split("chunk=", 1)[1].strip()
+                runs[chunk] = runs.get(chunk, 0) + 1
+    counts: dict[str, int] = {}
+    for chunk, times in runs.items():
+        manifest = workdir / "processed" / "Chunks" / chunk / "motion.json"
+        for movie in json.loads(manifest.read_text())["members"]:
+            counts[movie] = counts.get(movie, 0) + times
     return counts
 
 
@@ -89,6 +95,8 @@ def test_watch_processes_each_movie_once_and_never_a_partial_file(tmp_path: Path
             "2.5",
             "--idle-timeout",
             "20",
+            "--batch-wait",
+            "2",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -122,6 +130,7 @@ def test_a_killed_watcher_restarts_without_losing_or_redoing_work(tmp_path: Path
     command = [
         sys.executable, "-m", "emproc.cli", "watch", str(session), "--configfile", str(config),
         "--cores", "2", "--interval", "1", "--stable-seconds", "0.5", "--idle-timeout", "5",
+        "--batch-wait", "1",
     ]  # fmt: skip
     first = subprocess.Popen(
         command, cwd=tmp_path, start_new_session=True,

@@ -1,5 +1,6 @@
 """The Snakemake workflow on simulated sessions: DAG shape, full runs, reruns."""
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -8,8 +9,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import starfile
+import yaml
 
 from tests.workflow_helpers import job_counts, simulated_spa_run, snakemake
+
+STAGE_RULES = (
+    "import_movies",
+    "motion_correct",
+    "ctf_estimate",
+    "pick_particles",
+    "extract_particles",
+)
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +27,17 @@ def small_session(tmp_path_factory) -> Path:
     return simulated_spa_run(tmp_path_factory.mktemp("spa"), movies=3, size=128, frames=3)
 
 
-def test_dry_run_plans_one_job_per_movie_and_stage(small_session: Path):
-    result = snakemake(small_session, "--dry-run", "--quiet", "rules")
+def test_dry_run_plans_one_job_per_chunk_of_movies_and_stage(small_session: Path, tmp_path):
+    config = yaml.safe_load(small_session.read_text())
+    config["processing"] = {"movies_per_job": 2}
+    chunked = tmp_path / "config.yaml"
+    chunked.write_text(yaml.safe_dump(config))
+    result = snakemake(chunked, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout + result.stderr)
-    for rule in ("import_movie", "motion_correct", "ctf_estimate"):
-        assert counts[rule] == 3, counts
+    # 3 movies in chunks of 2: two jobs per per-movie stage
+    for rule in STAGE_RULES:
+        assert counts[rule] == 2, counts
     assert counts["corrected_micrographs_star"] == counts["micrographs_ctf_star"] == 1
 
 
@@ -62,7 +77,9 @@ def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path)
     config = simulated_spa_run(tmp_path, movies=3, size=256, frames=4)
     movies = sorted((tmp_path / "session").glob("Images-Disc1/GridSquare_*/Data/*.tiff"))
     broken = movies[1]
-    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    original, written = broken.read_bytes(), broken.stat()
+    broken.write_bytes(original[: written.st_size // 2])
+    os.utime(broken, ns=(written.st_atime_ns, written.st_mtime_ns))
     result = subprocess.run(
         [sys.executable, "-m", "emproc.cli", "run", "--configfile", str(config), "--cores", "2"],
         cwd=tmp_path,
@@ -84,3 +101,35 @@ def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path)
     ).stdout
     assert "failed movies           1" in status
     assert broken.name in status  # the error names the file
+    # ISPyB: the two good movies have rows; the failure is the motion program's message
+    database = sqlite3.connect(processed / "ispyb.sqlite")
+    assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == 2
+    messages = dict(
+        database.execute("SELECT processingPrograms, processingMessage FROM AutoProcProgram")
+    )
+    database.close()
+    assert messages["emproc motion correction"].startswith("1 movie(s) failed: " + broken.stem)
+    assert messages["emproc CTF estimation"] == "processing successful"
+
+    # the whole file arrives (same mtime, so only the retry reruns its chunk's stages)
+    broken.write_bytes(original)
+    os.utime(broken, ns=(written.st_atime_ns, written.st_mtime_ns))
+    command = [sys.executable, "-m", "emproc.cli", "run", "--configfile", str(config)]
+    retry = subprocess.run(
+        [*command, "--cores", "2", "--retry-failed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert "retrying 1 failed movies" in retry.stderr and "failed (details" not in retry.stderr
+    ctf = starfile.read(processed / "micrographs_ctf.star")["micrographs"]
+    assert len(ctf) == 3
+    database = sqlite3.connect(processed / "ispyb.sqlite")
+    assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == 3
+    messages = dict(
+        database.execute("SELECT processingPrograms, processingMessage FROM AutoProcProgram")
+    )
+    database.close()
+    assert messages["emproc motion correction"] == "processing successful"

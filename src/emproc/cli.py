@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
-from emproc.failures import clear_all_failures, failure_records
+from emproc.failures import clear_all_failures, failure_records, retry_targets
 from emproc.status import format_status, session_status
 from emproc.watch import FileEventWaker, WatchSettings, watch_session
 
@@ -88,12 +88,17 @@ def command_run(args: argparse.Namespace) -> int:
     config = _check_config(args.configfile, _config_overrides(extra))
     output_dir = config["outputs"]["dir"]
     check_output_dir(output_dir)
+    rerun: list[str] = []
     if args.retry_failed:
+        # the chunk stages that recorded the failures run again (Snakemake --forcerun)
+        rerun = retry_targets(output_dir)
         print(f"emproc: retrying {clear_all_failures(output_dir)} failed movies", file=sys.stderr)
     profile = args.profile
     if profile is None and (WORKFLOW_ROOT / "profiles" / "local").is_dir():
         profile = str(WORKFLOW_ROOT / "profiles" / "local")
     command = snakemake_command(args.configfile, profile, args.cores, extra)
+    if rerun:
+        command += ["--forcerun", *rerun]
     return run_session(command, output_dir)
 
 
@@ -119,18 +124,9 @@ def _call(command: Sequence[str]) -> int:
 
 
 def run_session(command: Sequence[str], output_dir: str | Path) -> int:
-    """Run the workflow; if movies failed, run it again so the aggregates complete without them."""
+    """Run the workflow and say how many movies failed (they never block the others)."""
     print("emproc: running " + " ".join(command), file=sys.stderr)
-    failed_before = set(failure_records(output_dir))
     returncode = _call(command)
-    newly_failed = set(failure_records(output_dir)) - failed_before
-    if returncode != 0 and newly_failed:
-        # The aggregates waited on the movies that failed; the next DAG leaves those out.
-        print(
-            f"emproc: {len(newly_failed)} movie(s) failed; completing the session without them",
-            file=sys.stderr,
-        )
-        returncode = _call(command)
     failures = failure_records(output_dir)
     if failures:
         print(
@@ -155,6 +151,8 @@ def command_watch(args: argparse.Namespace) -> int:
         max_interval_s=args.max_interval,
         idle_timeout_s=args.idle_timeout,
         stable_seconds=args.stable_seconds,
+        batch_size=int(config["processing"]["movies_per_job"]),
+        batch_wait_s=args.batch_wait,
     )
 
     def run_workflow(manifest: Path) -> int:
@@ -233,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--idle-timeout", type=float, default=3600.0, help="stop after, s")
     watch.add_argument(
         "--stable-seconds", type=float, default=30.0, help="unchanged this long = complete"
+    )
+    watch.add_argument(
+        "--batch-wait",
+        type=float,
+        default=300.0,
+        help="hand movies to the workflow a chunk (processing.movies_per_job) at a time, or "
+        "once the oldest has waited this long, s",
     )
     # unknown arguments go to snakemake (main() collects them)
     watch.set_defaults(handler=command_watch, snakemake_args=[])

@@ -1,11 +1,11 @@
 """Per-movie failure records: a bad movie never blocks the rest of the session.
 
-A per-movie job that fails (corrupt file, wrong gain size, ...) writes
-`<outputs>/failures/<stage>/<movie>.json` with the error before Snakemake marks it failed.
-When the workflow's DAG is next built, movies with a record are left out of the aggregates
-(STAR tables, ISPyB, 2D batches), so those complete for every other movie; `emproc run`
-does this second pass itself. `emproc status` lists the records; `emproc run --retry-failed`
-removes them so the failed movies are attempted again (e.g. after fixing the gain).
+A movie whose stage fails (corrupt file, wrong gain size, ...) gets
+`<outputs>/failures/<stage>/<movie>.json` with the error and the chunk it was processed in
+(emproc.chunks); its chunk carries on and the chunk manifest lists it as failed, so the
+aggregates (STAR tables, ISPyB, 2D batches) complete without it. `emproc status` lists the
+records; `emproc run --retry-failed` reruns the chunk stages that recorded them and removes
+the records (e.g. after fixing the gain).
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from emproc.io.atomic import write_json_atomic
 FAILURES_DIR = "failures"
 
 
-def record_failure(record_path: str | Path, step: str, error: BaseException) -> None:
-    write_json_atomic(
-        record_path,
-        {
-            "step": step,
-            "error": str(error),
-            "error_type": type(error).__name__,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-    )
+def record_failure(
+    record_path: str | Path, step: str, error: BaseException, chunk: str | None = None
+) -> None:
+    record = {
+        "step": step,
+        "error": str(error),
+        "error_type": type(error).__name__,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if chunk is not None:
+        record["chunk"] = chunk
+    write_json_atomic(record_path, record)
 
 
 def clear_failure(record_path: str | Path) -> None:
@@ -53,6 +55,18 @@ def failure_records(output_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
         record.setdefault("step", stage_dir)
         records.setdefault(movie, []).append(record)
     return records
+
+
+def retry_targets(output_dir: str | Path) -> list[str]:
+    """The chunk manifests (as the workflow names them) whose stage recorded a failure."""
+    prefix = str(output_dir).rstrip("/")
+    targets = {
+        f"{prefix}/Chunks/{record['chunk']}/{record['step']}.json"
+        for records in failure_records(output_dir).values()
+        for record in records
+        if record.get("chunk")
+    }
+    return sorted(targets)
 
 
 def clear_all_failures(output_dir: str | Path) -> int:

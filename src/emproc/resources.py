@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 # Sane defaults per rule, overridden by config `resources.<rule>` then `resources.default`
-# only where the rule has no entry of its own.
+# only where the rule has no entry of its own. The per-movie stages run per chunk of movies
+# (emproc.chunks): their runtime is minutes per movie, multiplied by the chunk size.
 RULE_DEFAULTS: dict[str, dict[str, int]] = {
-    "import_movie": {"threads": 1, "mem_mb": 500, "runtime": 5},
-    "motion_correct": {"threads": 2, "mem_mb": 8000, "runtime": 20},
-    "ctf_estimate": {"threads": 2, "mem_mb": 4000, "runtime": 10},
-    "pick_particles": {"threads": 1, "mem_mb": 4000, "runtime": 10},
-    "extract_particles": {"threads": 1, "mem_mb": 4000, "runtime": 10},
+    "import_movies": {"threads": 1, "mem_mb": 1000, "runtime": 1},
+    "motion_correct": {"threads": 2, "mem_mb": 8000, "runtime": 5},
+    "ctf_estimate": {"threads": 2, "mem_mb": 4000, "runtime": 2},
+    "pick_particles": {"threads": 1, "mem_mb": 4000, "runtime": 2},
+    "extract_particles": {"threads": 1, "mem_mb": 4000, "runtime": 2},
     "class2d_batch": {"threads": 2, "mem_mb": 8000, "runtime": 120},
     "process_tilt_series": {"threads": 2, "mem_mb": 6000, "runtime": 60},
 }

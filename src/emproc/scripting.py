@@ -13,14 +13,18 @@ from emproc.failures import clear_failure, record_failure
 
 @contextmanager
 def step_logging(
-    log_path: str | Path | None, step: str, failure_record: str | Path | None = None
+    log_path: str | Path | None,
+    step: str,
+    failure_record: str | Path | None = None,
+    chunk: str | None = None,
 ) -> Iterator[logging.Logger]:
     """Log to the rule's log file; on failure log one clear line and re-raise.
 
     The re-raise makes Snakemake mark the job failed (and, with --keep-going, carry on
     with the other movies); the line in the log names the file and the problem. With
     `failure_record`, the failure is also recorded there (emproc.failures) so the next
-    DAG leaves this movie out of the aggregates; a success clears an old record.
+    DAG leaves this movie out of the aggregates; a success clears an old record. `chunk`
+    (emproc.chunks) goes into the record so `emproc run --retry-failed` can rerun it.
     """
     logger = logging.getLogger(f"emproc.{step}")
     handler: logging.Handler | None = None
@@ -36,7 +40,7 @@ def step_logging(
         logger.error("%s failed: %s", step, error)
         print(f"emproc {step} failed: {error}", file=sys.stderr)
         if failure_record:
-            record_failure(failure_record, step, error)
+            record_failure(failure_record, step, error, chunk=chunk)
         raise
     else:
         if failure_record:

@@ -145,6 +145,11 @@ class WatchSettings:
     backoff: float = 1.5
     idle_timeout_s: float = 3600.0
     stable_seconds: float = 30.0
+    # Stable movies are handed to the workflow `batch_size` at a time (one chunk of
+    # processing.movies_per_job), or once the oldest has waited `batch_wait_s`: a chunk per
+    # scan would make tens of thousands of tiny chunks, and the DAG grows with their number.
+    batch_size: int = 1
+    batch_wait_s: float = 0.0
 
 
 def _acquire_lock(lock_path: Path) -> None:
@@ -190,27 +195,48 @@ def watch_session(
     last_new = clock()
     returncode = 0
     run_needed = True  # complete whatever an earlier (killed) watcher left
+    pending: list[str] = []  # stable, not yet handed over (waiting for a full batch)
+    pending_since = 0.0
     try:
         while True:
-            candidates = [path for path in scanner.scan() if path not in known]
+            candidates = [
+                path for path in scanner.scan() if path not in known and path not in pending
+            ]
             new = tracker.ready(candidates)
             if new:
-                append_to_manifest(manifest, new)
-                known.update(new)
+                if not pending:
+                    pending_since = clock()
+                pending.extend(new)
                 last_new = clock()
                 interval = settings.interval_s
+            waiting = len(candidates) - len(new)  # seen, still being written
+            idle = clock() - last_new
+            stopping = idle >= settings.idle_timeout_s and not waiting
+            if pending and (
+                len(pending) >= settings.batch_size
+                or clock() - pending_since >= settings.batch_wait_s
+                or stopping
+            ):
+                # whole batches only, unless the oldest has waited long enough
+                keep = len(pending) % settings.batch_size
+                if clock() - pending_since >= settings.batch_wait_s or stopping:
+                    keep = 0
+                handed, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+                append_to_manifest(manifest, handed)
+                known.update(handed)
+                pending_since = clock()
                 run_needed = True
-                log(f"emproc watch: {len(new)} new movie(s), {len(known)} in total")
+                log(f"emproc watch: {len(handed)} new movie(s), {len(known)} in total")
             if run_needed and known:
                 returncode = run_workflow(manifest)
                 run_needed = False
-            waiting = len(candidates) - len(new)  # seen, still being written
-            idle = clock() - last_new
-            if idle >= settings.idle_timeout_s and not waiting:
+            if stopping and not pending:
                 log(f"emproc watch: no new movie for {idle:.0f} s; stopping")
                 return returncode
             if waiting:
                 pause = min(settings.interval_s, max(settings.stable_seconds / 2, 0.05))
+            elif pending:
+                pause = min(settings.interval_s, settings.batch_wait_s)
             else:
                 pause = min(interval, settings.idle_timeout_s - idle)
                 interval = min(interval * settings.backoff, settings.max_interval_s)

@@ -18,8 +18,9 @@ from pandas.api.types import is_numeric_dtype
 # report (stamped with the time it was written).
 IGNORED_PARTS = {"logs", ".snakemake"}
 IGNORED_SUFFIXES = {".log", ".png", ".jpg", ".yaml", ".html"}
-# JSON keys holding digests of inputs that embed each run's own paths (ISPyB ingest state).
-IGNORED_JSON_KEYS = {"hash"}
+# JSON keys holding digests of inputs that embed each run's own paths (ISPyB ingest state), and
+# the chunk manifests' timings.
+IGNORED_JSON_KEYS = {"hash", "seconds", "finished"}
 
 
 def result_files(output_dir: Path) -> set[str]:

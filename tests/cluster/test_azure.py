@@ -1,9 +1,12 @@
 """profiles/azure: job plan by --dry-run, and a storage round trip against azurite.
 
 There is no Azure Batch emulator, so the Batch executor itself is not exercised: the dry run checks
-the plan Snakemake would submit (every job's files in Blob storage, per-movie stages grouped),
+the plan Snakemake would submit (every job's files in Blob storage, a chunk's stages grouped),
 and a real run with the local executor moves the session's movies through Blob storage
-(snakemake-storage-plugin-azure against azurite) and checks what comes back.
+(snakemake-storage-plugin-azure against azurite) and checks what comes back. The per-movie
+files of a chunk job are not declared outputs (emproc.chunks), so the storage plugin carries
+only the chunk manifests: without a shared file system they stay where the job ran
+(docs/profiles.md).
 """
 
 from __future__ import annotations
@@ -67,11 +70,11 @@ def test_azure_dry_run_plans_grouped_jobs_on_blob_storage(azure_run):
     assert result.returncode == 0, log[-5000:]
     table = log.split("Job stats:", 1)[1]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
-    for rule in ("import_movie", "motion_correct", "ctf_estimate"):
-        assert counts.get(rule) == MOVIES, counts
-    # One group job carries every per-movie stage of the 3 movies.
-    assert log.count("Group job per_movie") == 1, log[-5000:]
-    assert f"az://{CONTAINER}/{prefix}/processed/Import/" in log
+    for rule in ("import_movies", "motion_correct", "ctf_estimate"):
+        assert counts.get(rule) == 1, counts  # one chunk holds the session's movies
+    # One group job carries every per-movie stage of the chunk.
+    assert log.count("Group job per_chunk") == 1, log[-5000:]
+    assert f"az://{CONTAINER}/{prefix}/processed/Chunks/00001/import.json" in log
 
 
 def test_azure_storage_writes_results_to_blob_storage(azure_run):
@@ -92,21 +95,22 @@ def test_azure_storage_round_trip_through_azurite(azure_run, local_reference: Pa
     config, env, container, prefix = azure_run
     # Local executor, same profile otherwise: inputs come from and outputs go to Blob storage.
     result = run_workflow(
-        config, "azure", "--executor", "local", "--cores", "2", "--until", "import_movie",
+        config, "azure", "--executor", "local", "--cores", "2", "--until", "import_movies",
         env=env, timeout_s=300,
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
-    stored = sorted(
-        item.name
-        for item in container.list_blobs(name_starts_with=f"{prefix}/processed/Import/")
-        if item.name.endswith(".json")
-    )
-    assert len(stored) == MOVIES, stored
-    for name in stored:
-        metadata = json.loads(container.download_blob(name).readall())
-        relative = name.removeprefix(f"{prefix}/processed/")
-        expected = json.loads((local_reference / relative).read_text())
+    # the chunk manifest (a declared output) went to Blob storage, naming both movies
+    blob = f"{prefix}/processed/Chunks/00001/import.json"
+    manifest = json.loads(container.download_blob(blob).readall())
+    assert len(manifest["succeeded"]) == MOVIES and not manifest["failed"], manifest
+    # the movies came from Blob storage; the per-movie metadata is where the job ran (next
+    # to the job's local copy of its manifest)
+    work = config.parent
+    for movie in manifest["succeeded"]:
+        (path,) = work.glob(f"**/processed/Import/{movie}.json")
+        metadata = json.loads(path.read_text())
+        expected = json.loads((local_reference / "Import" / f"{movie}.json").read_text())
         # Paths differ (storage copies vs local files); every measured value must not.
         paths = ("gain_reference", "defect_map")
         assert {

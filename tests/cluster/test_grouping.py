@@ -1,4 +1,4 @@
-"""The cluster profiles batch per-movie stages: at most one submission per 50 movies.
+"""The cluster profiles batch per-movie stages: one submission per chunk of movies.
 
 A dry run needs no scheduler and no real movies (discovery only globs names), so this checks the
 grouping of a 60-movie session quickly; the scheduler tests check real submissions.
@@ -18,7 +18,7 @@ from emproc.config import WORKFLOW_ROOT, load_config
 from .conftest import run_workflow
 
 MOVIES = 60
-MOVIES_PER_SUBMISSION = 50
+MOVIES_PER_JOB = 20  # processing.movies_per_job in config/config.yaml
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def empty_session_config(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("profile", ["slurm", "uge"])
-def test_dry_run_packs_per_movie_stages_into_one_group_job_per_50_movies(
+def test_dry_run_packs_the_stages_of_each_chunk_of_movies_into_one_group_job(
     empty_session_config, profile
 ):
     result = run_workflow(
@@ -46,7 +46,8 @@ def test_dry_run_packs_per_movie_stages_into_one_group_job_per_50_movies(
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
-    group_jobs = re.findall(r"Group job per_movie", log)
-    assert len(group_jobs) == math.ceil(MOVIES / MOVIES_PER_SUBMISSION), log[-4000:]
-    # every movie's stages are in some group job
-    assert len(re.findall(r"rule import_movie:", log)) == MOVIES
+    chunks = math.ceil(MOVIES / MOVIES_PER_JOB)
+    assert len(re.findall(r"Group job per_chunk", log)) == chunks, log[-4000:]
+    # each group job carries one chunk's import, motion and CTF jobs
+    for rule in ("import_movies", "motion_correct", "ctf_estimate"):
+        assert len(re.findall(rf"rule {rule}:", log)) == chunks, rule

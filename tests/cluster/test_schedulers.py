@@ -15,6 +15,8 @@ import pytest
 from .compare import differences
 from .conftest import MOVIES, config_for_run, run_workflow
 
+MOVIES_PER_JOB = 20  # processing.movies_per_job in config/config.yaml
+
 pytestmark = pytest.mark.cluster
 
 # Test-only overrides: one 2-core node and no accounting database (so no sacct), fast polling.
@@ -26,9 +28,9 @@ UGE_TEST_ARGS = ("--cores", "2", "--seconds-between-status-checks", "2", "--late
 
 
 def per_movie_submissions(log: str, scheduler: str) -> list[str]:
-    """External job ids of the per-movie group submissions found in a Snakemake log."""
+    """External job ids of the per-chunk group submissions found in a Snakemake log."""
     if scheduler == "slurm":
-        pattern = r"submitted with SLURM jobid (\d+) \(log: \S*group_per_movie"
+        pattern = r"submitted with SLURM jobid (\d+) \(log: \S*group_per_chunk"
     else:
         # cluster-generic names the group only in the job script it submits
         pattern = r"Submitted group job \S+ with external jobid '(\S+)'"
@@ -50,8 +52,8 @@ def _run_and_compare(
     problems = differences(local_reference, tmp_path / scheduler / "processed")
     assert not problems, "\n".join(problems)
     submissions = per_movie_submissions(log, scheduler)
-    # Every per-movie stage of the session rides in ceil(movies / 50) submissions.
-    assert len(submissions) == math.ceil(MOVIES / 50), log[-6000:]
+    # Every per-movie stage of the session rides in one submission per chunk of movies.
+    assert len(submissions) == math.ceil(MOVIES / MOVIES_PER_JOB), log[-6000:]
     print(
         f"{scheduler}: {len(all_submissions(log))} submissions in all, "
         f"{len(submissions)} for {MOVIES} movies' per-movie stages"
@@ -59,7 +61,7 @@ def _run_and_compare(
     return submissions
 
 
-def test_slurm_profile_matches_local_with_one_submission_per_50_movies(
+def test_slurm_profile_matches_local_with_one_submission_per_chunk(
     slurm_cluster, simulated_config, local_reference, tmp_path
 ):
     _run_and_compare(
@@ -68,7 +70,7 @@ def test_slurm_profile_matches_local_with_one_submission_per_50_movies(
     )  # fmt: skip
 
 
-def test_uge_profile_matches_local_with_one_submission_per_50_movies(
+def test_uge_profile_matches_local_with_one_submission_per_chunk(
     gridengine_cluster, simulated_config, local_reference, tmp_path
 ):
     _run_and_compare(

@@ -73,6 +73,39 @@ class IngestSummary:
     state_path: Path
 
 
+# emproc stage -> the ISPyB stage (AutoProcProgram) its failures are reported under
+FAILURE_PROGRAMS = {
+    "import": "motion_correction",
+    "motion": "motion_correction",
+    "ctf": "ctf",
+    "pick": "particle_picking",
+    "extract": "particle_picking",
+}
+
+
+def stage_outcomes(
+    failures: Mapping[str, Mapping[str, str]], movies_ingested: int
+) -> dict[str, tuple[int, str]]:
+    """(processingStatus, processingMessage) per ISPyB stage that had failed movies.
+
+    Status 0 only when no movie got through at all; the message counts the failures and
+    names the first ones (the column holds 255 characters; `emproc status` has them all).
+    """
+    by_program: dict[str, dict[str, str]] = {}
+    for stage, movies in failures.items():
+        by_program.setdefault(FAILURE_PROGRAMS.get(stage, stage), {}).update(movies)
+    outcomes = {}
+    for program, movies in by_program.items():
+        listed = "; ".join(
+            f"{Path(movie).name}: {error}" for movie, error in sorted(movies.items())
+        )
+        message = f"{len(movies)} movie(s) failed: {listed}"
+        if len(message) > 255:
+            message = message[:252] + "..."
+        outcomes[program] = (0 if movies_ingested == 0 else 1, message)
+    return outcomes
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -110,8 +143,12 @@ def ingest_output_dir(
     target: DatabaseTarget | None = None,
     movies: Sequence[str] | None = None,
     policy: RetryPolicy = DEFAULT_RETRY,
+    failures: Mapping[str, Mapping[str, str]] | None = None,
 ) -> IngestSummary:
     """Ingest everything under `output_dir` that changed since the last ingest.
+
+    `failures` (`{emproc stage: {movie: error}}`, from the chunk manifests) become the
+    processing status and message of the stage's AutoProcProgram.
 
     The database is `engine` if given, else `target`, else the one `resolve_target` picks
     from the config (embedded SQLite is created and seeded). Linear in the number of movies:
@@ -139,7 +176,16 @@ def ingest_output_dir(
     try:
         if movie_names:
             _ingest_spa(
-                engine, output_dir, config, session_id, movie_names, id_map, done, counts, policy
+                engine,
+                output_dir,
+                config,
+                session_id,
+                movie_names,
+                id_map,
+                done,
+                counts,
+                policy,
+                stage_outcomes(failures or {}, len(movie_names)),
             )
         for path in sorted(output_dir.glob(TOMOGRAM_GLOB)):
             _ingest_tomogram_file(
@@ -183,6 +229,7 @@ def _ingest_spa(
     done: Done,
     counts: dict[str, int],
     policy: RetryPolicy,
+    outcomes: Mapping[str, tuple[int, str]] | None = None,
 ) -> None:
     paths = {
         name: (
@@ -227,6 +274,7 @@ def _ingest_spa(
         attachments,
         id_map,
         policy,
+        outcomes,
     )
     collection_digest = content_hash([], collection.to_json())
 
@@ -331,9 +379,12 @@ def _collection(
     attachments: Sequence[tuple[str, str, str]],
     id_map: IdMap,
     policy: RetryPolicy,
+    outcomes: Mapping[str, tuple[int, str]] | None = None,
 ) -> CollectionIds:
-    """The collection's ids, written only when its rows or the parameters changed."""
-    digest = content_hash([], [data_collection, processing_parameters(config), attachments])
+    """The collection's ids, written only when its rows, parameters or outcomes changed."""
+    digest = content_hash(
+        [], [data_collection, processing_parameters(config), attachments, outcomes or {}]
+    )
     stored = id_map.collections.get(key)
     if stored and stored.get("hash") == digest:
         return CollectionIds.from_json(stored["ids"])
@@ -348,6 +399,7 @@ def _collection(
         attachments,
         known,
         policy,
+        outcomes,
     )
     id_map.collections[key] = {"hash": digest, "ids": collection.to_json()}
     return collection

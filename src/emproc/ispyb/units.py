@@ -37,6 +37,7 @@ SPA_STAGES = {
     "class2d": "emproc 2D classification",
 }
 TOMO_STAGES = {"tomogram": "emproc tomogram reconstruction"}
+SUCCESS = (1, "processing successful")
 
 
 class VisitNotFoundError(LookupError):
@@ -135,8 +136,9 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def processing_parameters(config: Mapping[str, Any]) -> dict[str, str]:
     """ProcessingJobParameter key/values: the flattened config without the ispyb section
-    (which names credentials) and without scheduler resources."""
-    kept = {k: v for k, v in config.items() if k not in ("ispyb", "resources")}
+    (which names credentials), scheduler resources and job batching (neither changes a
+    result)."""
+    kept = {k: v for k, v in config.items() if k not in ("ispyb", "resources", "processing")}
     return _flatten(kept)
 
 
@@ -150,9 +152,13 @@ def ensure_collection(
     attachments: Sequence[tuple[str, str, str]] = (),
     known: CollectionIds | None = None,
     policy: RetryPolicy = DEFAULT_RETRY,
+    outcomes: Mapping[str, tuple[int, str]] | None = None,
 ) -> CollectionIds:
     """Create or update the DataCollectionGroup, DataCollection, ProcessingJob (+ parameters),
     one AutoProcProgram per stage and their attachments, in one transaction.
+
+    `outcomes` gives a stage's (processingStatus, processingMessage) where it is not
+    (1, "processing successful"), e.g. when some movies failed.
 
     The DataCollection's natural key is (session, imageDirectory, fileTemplate); the
     ProcessingJob's is (data collection, recipe, parameter hash in `comments`), so a changed
@@ -235,8 +241,8 @@ def ensure_collection(
                 "processingJobId": job_id,
                 "processingPrograms": program_name,
                 "processingCommandLine": "snakemake (emproc workflow)",
-                "processingStatus": 1,
-                "processingMessage": "processing successful",
+                "processingStatus": (outcomes or {}).get(stage, SUCCESS)[0],
+                "processingMessage": (outcomes or {}).get(stage, SUCCESS)[1][:255],
                 "processingEndTime": now,
                 "recordTimeStamp": now,
             }
