@@ -7,11 +7,17 @@ from resource.getrusage of children, so run one size per call for exact peaks).
     .venv/bin/python benchmarks/bench_dag.py 1000 5000 20000
     .venv/bin/python benchmarks/bench_dag.py --movies-per-job 1 1000
     .venv/bin/python benchmarks/bench_dag.py --workflow-root /tmp/old-checkout 1000   # before/after
+    .venv/bin/python benchmarks/bench_dag.py --schedule 1000
+
+`--schedule` times job scheduling instead: `snakemake --touch` up to the micrograph and particle
+aggregates, so every per-movie job passes through Snakemake's scheduler and job bookkeeping
+while nothing runs (the outputs do not exist, so nothing is touched either).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import subprocess
 import sys
@@ -44,8 +50,16 @@ def make_session(root: Path, movies: int, movies_per_job: int) -> Path:
     return path
 
 
-def time_dry_run(config: Path, workflow_root: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) of the dry run, number of jobs planned."""
+# the per-movie stages and the aggregates that need no checkpoint output
+SCHEDULE_UNTIL = ["corrected_micrographs_star", "micrographs_ctf_star", "aggregate_particles"]
+
+
+def time_dry_run(
+    config: Path, workflow_root: Path, schedule: bool = False, scheduler: str = "ilp"
+) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB) of the dry run (or scheduling run), number of jobs."""
+    mode = ["--touch", "--until", *SCHEDULE_UNTIL] if schedule else ["--dry-run"]
+    mode += ["--scheduler", scheduler]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     result = subprocess.run(
@@ -57,11 +71,10 @@ def time_dry_run(config: Path, workflow_root: Path) -> tuple[float, float, int]:
             str(workflow_root / "Snakefile"),
             "--configfile",
             str(config),
-            "--dry-run",
-            "--quiet",
-            "rules",
+            *([] if schedule else ["--quiet", "rules"]),
             "--cores",
             "2",
+            *mode,
         ],
         cwd=config.parent,
         capture_output=True,
@@ -71,18 +84,22 @@ def time_dry_run(config: Path, workflow_root: Path) -> tuple[float, float, int]:
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     total = [line for line in result.stdout.splitlines() if line.startswith("total")]
-    jobs = int(total[0].split()[-1]) if total else -1
+    steps = re.findall(r"\d+ of (\d+) steps", result.stdout + result.stderr)
+    jobs = int(total[0].split()[-1]) if total else int(steps[-1]) if steps else -1
     return elapsed, max(peak, before) / 1024, jobs
 
 
-def main(sizes: list[int], movies_per_job: int, workflow_root: Path) -> None:
-    print(f"workflow: {workflow_root}, movies per job: {movies_per_job}")
-    print("| movies | jobs | dry-run wall (s) | peak RSS (MiB) |")
+def main(
+    sizes: list[int], movies_per_job: int, workflow_root: Path, schedule: bool, scheduler: str
+) -> None:
+    print(f"workflow: {workflow_root}, movies per job: {movies_per_job}, scheduler: {scheduler}")
+    what = "scheduling (--touch)" if schedule else "dry-run"
+    print(f"| movies | jobs | {what} wall (s) | peak RSS (MiB) |")
     print("|---|---|---|---|")
     for movies in sizes:
         with tempfile.TemporaryDirectory() as directory:
             config = make_session(Path(directory), movies, movies_per_job)
-            elapsed, peak, jobs = time_dry_run(config, workflow_root)
+            elapsed, peak, jobs = time_dry_run(config, workflow_root, schedule, scheduler)
             print(f"| {movies:,} | {jobs:,} | {elapsed:.1f} | {peak:.0f} |", flush=True)
 
 
@@ -91,5 +108,13 @@ if __name__ == "__main__":
     parser.add_argument("sizes", nargs="*", type=int, default=[1000, 5000, 20000])
     parser.add_argument("--movies-per-job", type=int, default=20)
     parser.add_argument("--workflow-root", type=Path, default=WORKFLOW_ROOT)
+    parser.add_argument("--schedule", action="store_true", help="time scheduling (--touch)")
+    parser.add_argument("--scheduler", choices=["ilp", "greedy"], default="ilp")
     arguments = parser.parse_args()
-    main(arguments.sizes, arguments.movies_per_job, arguments.workflow_root)
+    main(
+        arguments.sizes,
+        arguments.movies_per_job,
+        arguments.workflow_root,
+        arguments.schedule,
+        arguments.scheduler,
+    )

@@ -29,14 +29,15 @@ rule import_movies:
 
 rule motion_correct:
     input:
+        # the movies are the import job's inputs: a changed movie reruns import, then this;
+        # motion reads each movie from its Import JSON (Snakemake's scheduler stats every
+        # input of every ready job on each round, so the movies are not listed twice)
         upstream=[chunk_manifest("import")],
-        movies=chunk_movie_files,
         **DETECTOR_FILES,
     output:
         manifest=chunk_manifest("motion"),
     params:
         stage="motion",
-        members=chunk_members,
         motion=config["motion"],
     threads: resources_of("motion_correct")["threads"]
     resources:

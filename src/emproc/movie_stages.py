@@ -20,7 +20,7 @@ class StageContext:
 
     output_dir: Path
     config: Mapping[str, Any]  # the validated workflow config
-    movie_files: Mapping[str, str]  # movie id -> movie path (import and motion)
+    movie_files: Mapping[str, str] = field(default_factory=dict)  # movie id -> path (import)
     epu_files: Mapping[str, str] = field(default_factory=dict)  # movie id -> EPU XML
     # staged detector references (remote storage), overriding the metadata's paths
     detector_files: Mapping[str, str] = field(default_factory=dict)
@@ -59,7 +59,7 @@ def motion_step(context: StageContext) -> MovieStep:
             if role in context.detector_files:
                 metadata[key] = context.detector_files[role]
         motion_correct_movie(
-            context.movie_files[movie],
+            metadata["movie_path"],
             metadata,
             dict(context.config["motion"]),
             {role: str(path) for role, path in outputs.items()},
