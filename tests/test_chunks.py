@@ -1,11 +1,13 @@
 """Movie chunks: fixed membership once imported, per-movie failures that never stop a chunk."""
 
+import errno
 import json
 from pathlib import Path
 
 import pytest
 
 from emproc.chunks import (
+    OutputStorageError,
     assign_chunks,
     failures_by_stage,
     read_ledger,
@@ -110,3 +112,14 @@ def test_failures_become_the_ispyb_programs_status_and_message():
     many = {movie: "error " * 40 for movie in MOVIES}
     status, message = stage_outcomes({"ctf": many}, movies_ingested=0)["ctf"]
     assert status == 0 and len(message) == 255 and message.endswith("...")
+
+
+def test_a_full_disk_stops_the_chunk_instead_of_failing_every_movie(tmp_path):
+    def step(movie: str, outputs: dict[str, Path]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(outputs["summary"]))
+
+    manifest_path = tmp_path / "Chunks" / "00001" / "motion.json"
+    with pytest.raises(OutputStorageError, match="cannot write outputs.*No space left"):
+        run_chunk_stage("motion", "00001", MOVIES[:3], tmp_path, step, manifest_path)
+    assert not manifest_path.exists()  # the rerun redoes the chunk
+    assert failure_records(tmp_path) == {}  # and no movie is blamed

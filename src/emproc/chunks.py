@@ -15,6 +15,7 @@ stage (changed parameters, `emproc run --retry-failed`) redoes that stage for th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emproc.failures import clear_failure
 from emproc.io.atomic import write_json_atomic
 from emproc.scripting import step_logging
 
@@ -175,6 +177,14 @@ def stage_members(upstream_manifests: Sequence[str | Path]) -> list[str]:
 
 MovieStep = Callable[[str, dict[str, Path]], None]
 
+# Errors of the output storage, not of the movie: they stop the chunk job instead of marking
+# every remaining movie failed (its rerun, once there is space, redoes the chunk).
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class OutputStorageError(OSError):
+    """The output directory cannot take more data (disk full, quota, read-only)."""
+
 
 def run_chunk_stage(
     stage: str,
@@ -188,7 +198,8 @@ def run_chunk_stage(
 
     Each movie logs to `logs/<stage>/<movie>.log`; a movie that fails gets a failure record
     (`emproc.failures`, naming its chunk so a retry can rerun it) and is listed under
-    `failed`, and the others carry on. Returns the manifest.
+    `failed`, and the others carry on. A full or read-only output disk is not the movie's
+    fault: it raises `OutputStorageError` and writes no manifest. Returns the manifest.
     """
     output_dir = Path(output_dir)
     started = time.perf_counter()
@@ -204,6 +215,17 @@ def run_chunk_stage(
                 chunk=chunk,
             ):
                 step(movie, outputs)
+        except OSError as error:
+            if error.errno not in STORAGE_ERRNOS:
+                failed[movie] = f"{type(error).__name__}: {error}"
+                log.error("%s %s failed: %s", stage, movie, error)
+                continue
+            clear_failure(output_dir / "failures" / stage / f"{movie}.json")
+            raise OutputStorageError(
+                error.errno,
+                f"{stage} of chunk {chunk} stopped at {movie}: cannot write outputs "
+                f"({error.strerror}: {error.filename or output_dir}); free space and run again",
+            ) from error
         except Exception as error:  # one bad movie must not stop the chunk
             failed[movie] = f"{type(error).__name__}: {error}"
             log.error("%s %s failed: %s", stage, movie, error)
