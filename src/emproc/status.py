@@ -63,21 +63,33 @@ def _acquisition_rate(timestamps: list[datetime]) -> float | None:
     return (len(timestamps) - 1) / span_h if span_h > 0 else None
 
 
-def session_status(output_dir: str | Path) -> SessionStatus:
+def stage_records(output_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every stage's summary records (a key of STAGE_SUMMARIES each), read once."""
     output_dir = Path(output_dir)
-    summaries = {stage: summary_paths(output_dir, stage) for stage in STAGE_SUMMARIES}
+    return {stage: read_summaries(summary_paths(output_dir, stage)) for stage in STAGE_SUMMARIES}
+
+
+def session_status(
+    output_dir: str | Path,
+    records: dict[str, list[dict[str, Any]]] | None = None,
+    failures: dict[str, list[dict[str, Any]]] | None = None,
+) -> SessionStatus:
+    """The status from `records` and `failures` when the caller has read them already (the
+    report does), else from the output directory."""
+    output_dir = Path(output_dir)
+    records = records if records is not None else stage_records(output_dir)
     timestamps = [
         datetime.fromisoformat(record["timestamp"])
-        for record in read_summaries(summaries["imported"])
+        for record in records["imported"]
         if record.get("timestamp")
     ]
-    ctf = read_summaries(summaries["CTF estimated"])
-    motion = read_summaries(summaries["motion corrected"])
-    picks = read_summaries(summaries["picked"])
+    ctf = records["CTF estimated"]
+    motion = records["motion corrected"]
+    picks = records["picked"]
     return SessionStatus(
         output_dir=output_dir,
-        counts={stage: len(paths) for stage, paths in summaries.items()},
-        failures=failure_records(output_dir),
+        counts={stage: len(stage_list) for stage, stage_list in records.items()},
+        failures=failures if failures is not None else failure_records(output_dir),
         movies_per_hour=_acquisition_rate(timestamps),
         median_defocus_angstrom=_median(
             [(r["defocus_u_angstrom"] + r["defocus_v_angstrom"]) / 2 for r in ctf]

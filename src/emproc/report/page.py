@@ -130,7 +130,7 @@ def _failures(data: ReportData) -> str:
 def render_report(output_dir: str | Path, title: str) -> str:
     output_dir = Path(output_dir)
     data = collect_report_data(output_dir)
-    summary = html.escape(format_status(session_status(output_dir)))
+    summary = html.escape(format_status(session_status(output_dir, data.records, data.failures)))
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Written {datetime.now():%Y-%m-%d %H:%M}. Refreshes with every workflow run.</p>",
