@@ -7,11 +7,13 @@ from typing import Any
 
 # Sane defaults per rule, overridden by config `resources.<rule>` then `resources.default`
 # only where the rule has no entry of its own. The per-movie stages run per chunk of movies
-# (emproc.chunks): their runtime is minutes per movie, multiplied by the chunk size.
+# (emproc.chunks): their runtime is minutes per movie, multiplied by the chunk size. One
+# thread each: only motion correction's FFTs use more, so a single-threaded job per core moves
+# 1.6x more movies per hour than two-threaded ones (docs/benchmarks.md, throughput).
 RULE_DEFAULTS: dict[str, dict[str, int]] = {
     "import_movies": {"threads": 1, "mem_mb": 1000, "runtime": 1},
-    "motion_correct": {"threads": 2, "mem_mb": 8000, "runtime": 5},
-    "ctf_estimate": {"threads": 2, "mem_mb": 4000, "runtime": 2},
+    "motion_correct": {"threads": 1, "mem_mb": 8000, "runtime": 5},
+    "ctf_estimate": {"threads": 1, "mem_mb": 4000, "runtime": 2},
     "pick_particles": {"threads": 1, "mem_mb": 4000, "runtime": 2},
     "extract_particles": {"threads": 1, "mem_mb": 4000, "runtime": 2},
     "class2d_batch": {"threads": 2, "mem_mb": 8000, "runtime": 120},
