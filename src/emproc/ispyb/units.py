@@ -102,6 +102,24 @@ def _known(ids: Mapping[str, Any], name: str, attempt: int) -> int | None:
     return ids.get(name) if attempt == 1 else None
 
 
+def _known_or_found(
+    connection: sa.Connection,
+    known_ids: Mapping[str, Any],
+    name: str,
+    attempt: int,
+    look_up_unknown: bool,
+    model: Any,
+    **natural_key: Any,
+) -> int | None:
+    """A row's id: from the id map on a first attempt, else by its natural key (always after
+    a failed attempt, whose commit may have happened unseen; for a first attempt only when
+    `look_up_unknown`)."""
+    row_id = _known(known_ids, name, attempt)
+    if row_id is None and (attempt > 1 or look_up_unknown):
+        row_id = _find_id(connection, model, **natural_key)
+    return row_id
+
+
 def find_visit_session(engine: Engine, visit_name: str, policy: RetryPolicy = DEFAULT_RETRY) -> int:
     """BLSession.sessionId of the visit; `VisitNotFoundError` if the database lacks it."""
     visit: Visit = parse_visit(visit_name)
@@ -318,22 +336,20 @@ def ingest_spa_movie(
         ctf_values["autoProcProgramId"] = collection.programs["ctf"]
 
     def unit(connection: sa.Connection, attempt: int) -> dict[str, int]:
-        movie_id = _known(known_ids, "movieId", attempt)
         # movieId None in known_ids = known to be new (the caller read the collection's
         # movies): skip the lookup, whose cost grows with the collection (no index on path)
-        if movie_id is None and (attempt > 1 or "movieId" not in known_ids):
-            movie_id = _find_id(
-                connection,
-                models.Movie,
-                dataCollectionId=collection.data_collection_id,
-                movieFullPath=movie_values["movieFullPath"],
-            )
+        movie_id = _known_or_found(
+            connection, known_ids, "movieId", attempt, "movieId" not in known_ids,
+            models.Movie, dataCollectionId=collection.data_collection_id,
+            movieFullPath=movie_values["movieFullPath"],
+        )  # fmt: skip
         ids = {"movieId": _upsert(connection, models.Movie, movie_id, movie_values)}
         if motion_values is None:
             return ids
-        motion_id = _known(known_ids, "motionCorrectionId", attempt)
-        if motion_id is None:
-            motion_id = _find_id(connection, models.MotionCorrection, movieId=ids["movieId"])
+        motion_id = _known_or_found(
+            connection, known_ids, "motionCorrectionId", attempt, True,
+            models.MotionCorrection, movieId=ids["movieId"],
+        )  # fmt: skip
         ids["motionCorrectionId"] = _upsert(
             connection,
             models.MotionCorrection,
@@ -342,9 +358,10 @@ def ingest_spa_movie(
         )
         if ctf_values is None:
             return ids
-        ctf_id = _known(known_ids, "ctfId", attempt)
-        if ctf_id is None:
-            ctf_id = _find_id(connection, models.CTF, motionCorrectionId=ids["motionCorrectionId"])
+        ctf_id = _known_or_found(
+            connection, known_ids, "ctfId", attempt, True,
+            models.CTF, motionCorrectionId=ids["motionCorrectionId"],
+        )  # fmt: skip
         ids["ctfId"] = _upsert(
             connection,
             models.CTF,
@@ -377,14 +394,11 @@ def ingest_particle_picking(
     )
 
     def unit(connection: sa.Connection, attempt: int) -> dict[str, int]:
-        picker_id = _known(known_ids or {}, "particlePickerId", attempt)
-        if picker_id is None:
-            picker_id = _find_id(
-                connection,
-                models.ParticlePicker,
-                programId=values["programId"],
-                firstMotionCorrectionId=motion_correction_id,
-            )
+        picker_id = _known_or_found(
+            connection, known_ids or {}, "particlePickerId", attempt, True,
+            models.ParticlePicker, programId=values["programId"],
+            firstMotionCorrectionId=motion_correction_id,
+        )  # fmt: skip
         return {"particlePickerId": _upsert(connection, models.ParticlePicker, picker_id, values)}
 
     return run_in_transaction(engine, unit, source, policy)
@@ -416,15 +430,11 @@ def ingest_class2d_batch(
     ]
 
     def unit(connection: sa.Connection, attempt: int) -> dict[str, Any]:
-        group_id = _known(known_ids or {}, "particleClassificationGroupId", attempt)
-        if group_id is None:
-            group_id = _find_id(
-                connection,
-                models.ParticleClassificationGroup,
-                programId=group_values["programId"],
-                type="2D",
-                batchNumber=group_values["batchNumber"],
-            )
+        group_id = _known_or_found(
+            connection, known_ids or {}, "particleClassificationGroupId", attempt, True,
+            models.ParticleClassificationGroup, programId=group_values["programId"],
+            type="2D", batchNumber=group_values["batchNumber"],
+        )  # fmt: skip
         group_id = _upsert(connection, models.ParticleClassificationGroup, group_id, group_values)
         existing = dict(
             connection.execute(
@@ -490,11 +500,10 @@ def ingest_tomogram(
                 )
             ).all()
         )
-        tomogram_id = _known(known_ids or {}, "tomogramId", attempt)
-        if tomogram_id is None:
-            tomogram_id = _find_id(
-                connection, models.Tomogram, dataCollectionId=collection.data_collection_id
-            )
+        tomogram_id = _known_or_found(
+            connection, known_ids or {}, "tomogramId", attempt, True,
+            models.Tomogram, dataCollectionId=collection.data_collection_id,
+        )  # fmt: skip
         tomogram_id = _upsert(connection, models.Tomogram, tomogram_id, tomogram_values)
         movie_ids = []
         for movie, alignment in zip(movies, alignments, strict=True):
