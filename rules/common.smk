@@ -34,6 +34,7 @@ if config["session"]["experiment"] == "spa":
         _fail(error)
 else:
     MOVIE_PATHS = {}
+
 # The per-movie stages run per chunk of movies (emproc.chunks): a few thousand jobs plan in
 # seconds where one job per movie and stage took minutes for 20,000 movies. Chunks with an
 # import manifest keep their members; new movies form new chunks.
