@@ -25,7 +25,8 @@ from emproc.ctf.synthetic import synthetic_ctf_micrograph
 SUMMARY_KEYS = {
     "movie_name", "micrograph_path", "defocus_u_angstrom", "defocus_v_angstrom",
     "astigmatism_angle_deg", "astigmatism_angstrom", "phase_shift_deg", "cross_correlation",
-    "fit_resolution_angstrom", "diagnostic_image_path", "ctffind_txt_path", "box_size_px",
+    "fit_resolution_angstrom", "diagnostic_image_path", "ctf_image_path", "ctffind_txt_path",
+    "box_size_px",
     "min_resolution_angstrom", "max_resolution_angstrom",
 }  # fmt: skip
 
@@ -67,6 +68,7 @@ def ctf_record(name, phase=0.0):
         "cross_correlation": 0.4,
         "fit_resolution_angstrom": 3.9,
         "diagnostic_image_path": f"CtfFind/{name}_ctf.png",
+        "ctf_image_path": f"CtfFind/{name}.ctf",
         "ctffind_txt_path": f"CtfFind/{name}.txt",
     }
 
@@ -86,6 +88,7 @@ def outputs_in(directory):
         "ctffind_txt": directory / "CtfFind" / "m.txt",
         "summary": directory / "CtfFind" / "m_ctf.json",
         "diagnostic": directory / "CtfFind" / "m_ctf.png",
+        "ctf_image": directory / "CtfFind" / "m.ctf",
     }
 
 
@@ -116,7 +119,29 @@ def test_pipeline_wrapper_writes_all_outputs(micrograph_file, tmp_path):
 
     png = outputs["diagnostic"].read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert summary["ctf_image_path"] == str(outputs["ctf_image"])
+    assert mirrored_fit_correlation(outputs["ctf_image"]) > CTF_IMAGE_MIN_CORRELATION
     assert not list(outputs["summary"].parent.glob(".*"))  # no temporary files left
+
+
+CTF_IMAGE_MIN_CORRELATION = 0.3  # 0.49 for this fit; -0.05 with defocus 15 % off
+
+
+def mirrored_fit_correlation(path) -> float:
+    """The `.ctf` MRC holds the spectrum (left) and the fitted CTF^2 (right): correlate the
+    fit with the spectrum at the Friedel-mirrored frequencies, over the rings."""
+    with mrcfile.open(path) as mrc:
+        image = mrc.data.astype(np.float64)
+        assert mrc.voxel_size.x > 0
+    n = image.shape[0]
+    assert image.shape == (n, n) and 0.0 <= image.min() and image.max() <= 1.0
+    ys = np.arange(n)[:, None]
+    xs = np.arange(n // 2 + 1, n)[None, :]
+    fit = image[:, n // 2 + 1 :]
+    spectrum = image[(n - ys) % n, n - xs]
+    radius = np.hypot(ys - n // 2, xs - n // 2)
+    rings = (radius > 0.1 * n) & (radius < 0.4 * n)
+    return float(np.corrcoef(fit[rings], spectrum[rings])[0, 1])
 
 
 def test_ctffind_text_gives_phase_shift_in_radians(tmp_path):
@@ -198,7 +223,7 @@ def test_micrographs_ctf_star_round_trip(tmp_path):
     assert row["rlnDefocusU"] == 15100.0 and row["rlnDefocusV"] == 14900.0
     assert row["rlnCtfAstigmatism"] == 200.0 and row["rlnDefocusAngle"] == -30.0
     assert row["rlnCtfFigureOfMerit"] == 0.4 and row["rlnCtfMaxResolution"] == 3.9
-    assert row["rlnCtfImage"] == f"CtfFind/{names[0]}_ctf.png"
+    assert row["rlnCtfImage"] == f"CtfFind/{names[0]}.ctf:mrc"  # as RELION names it
     assert "rlnPhaseShift" not in micrographs
 
 

@@ -60,6 +60,7 @@ MOVIE_OUTPUTS: dict[str, dict[str, str]] = {
         "ctffind_txt": "CtfFind/{movie}.txt",
         "summary": "CtfFind/{movie}_ctf.json",
         "diagnostic": "CtfFind/{movie}_ctf.png",
+        "ctf_image": "CtfFind/{movie}.ctf",
     },
     "pick": {
         "star": "Picking/{movie}.star",

@@ -104,7 +104,7 @@ def differences(reference: Path, candidate: Path, rtol: float = 1e-6) -> list[st
             text_b = b.read_text().replace(str(candidate), "OUT")
             if not _same_value(json.loads(text_a), json.loads(text_b), rtol):
                 problems.append(f"{name}: JSON content differs")
-        elif a.suffix in (".mrc", ".mrcs", ".st"):
+        elif a.suffix in (".mrc", ".mrcs", ".st", ".ctf"):
             with mrcfile.open(a, permissive=True) as ma, mrcfile.open(b, permissive=True) as mb:
                 if ma.data.shape != mb.data.shape or not np.allclose(
                     ma.data,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from emproc.ctf.fit import fit_ctf, fit_points, is_significant
-from emproc.ctf.outputs import write_ctffind_txt, write_diagnostic_png
+from emproc.ctf.outputs import write_ctf_image_mrc, write_ctffind_txt, write_diagnostic_png
 from emproc.ctf.resolution import ring_fit
 from emproc.ctf.spectrum import (
     average_power_spectrum,
@@ -213,14 +213,14 @@ def estimate_ctf_for_micrograph(
 
     `metadata` is the Import JSON (microscope parameters, `movie_name`), `ctf_params` the
     config `ctf` section (missing keys take the schema defaults), `outputs` maps
-    `ctffind_txt`, `summary` and `diagnostic` to paths. The pixel size comes from the MRC
+    `ctffind_txt`, `summary`, `diagnostic` (PNG) and `ctf_image` (`.ctf` MRC) to paths. The pixel size comes from the MRC
     header (the sum may be binned) and falls back to the Import JSON if the header has none.
     Returns the `_ctf.json` summary.
     """
     unknown = set(ctf_params) - set(CTF_PARAMETER_DEFAULTS)
     if unknown:
         raise CtfParameterError(f"unknown ctf parameters: {sorted(unknown)}")
-    missing = {"ctffind_txt", "summary", "diagnostic"} - set(outputs)
+    missing = {"ctffind_txt", "summary", "diagnostic", "ctf_image"} - set(outputs)
     if missing:
         raise CtfParameterError(f"outputs lacks paths for {sorted(missing)}")
     params = {**CTF_PARAMETER_DEFAULTS, **ctf_params}
@@ -252,6 +252,7 @@ def estimate_ctf_for_micrograph(
     write_diagnostic_png(
         outputs["diagnostic"], result, title=str(metadata.get("movie_name", micrograph_path))
     )
+    write_ctf_image_mrc(outputs["ctf_image"], result)
     summary = {
         "movie_name": metadata.get("movie_name"),
         "micrograph_path": os.fspath(micrograph_path),
@@ -263,6 +264,7 @@ def estimate_ctf_for_micrograph(
         "cross_correlation": result.cross_correlation,
         "fit_resolution_angstrom": result.fit_resolution_angstrom,
         "diagnostic_image_path": os.fspath(outputs["diagnostic"]),
+        "ctf_image_path": os.fspath(outputs["ctf_image"]),
         "ctffind_txt_path": os.fspath(outputs["ctffind_txt"]),
         "box_size_px": int(params["box_size_px"]),
         "min_resolution_angstrom": float(params["min_resolution_angstrom"]),

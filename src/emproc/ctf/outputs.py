@@ -1,4 +1,5 @@
-"""Per-micrograph CTF outputs: the CTFFIND4 4.1 text file and the diagnostic PNG."""
+"""Per-micrograph CTF outputs: the CTFFIND4 4.1 text file, the CTFFIND-style diagnostic
+spectrum (`.ctf` MRC, what RELION's rlnCtfImage names) and the diagnostic PNG."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime
 import os
 from typing import TYPE_CHECKING
 
+import mrcfile
 import numpy as np
 from scipy import ndimage
 
@@ -74,16 +76,9 @@ def write_ctffind_txt(path: str | os.PathLike[str], result: CtfResult, **header)
     write_text_atomic(path, ctffind_text(result, **header))
 
 
-def write_diagnostic_png(path: str | os.PathLike[str], result: CtfResult, title: str = "") -> None:
-    """Spectrum (left half) beside the fitted CTF^2 (right half), and the 1D ring fit.
-
-    The 1D panel shows the equiphase average, CTF^2 at the mean defocus, the local
-    correlation used for the fit resolution, and the fit resolution itself.
-    """
-    # imported here: matplotlib is slow to import and only the diagnostic needs it
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def diagnostic_spectrum(result: CtfResult) -> np.ndarray:
+    """The centred spectrum (left half, contrast-stretched to [0, 1]) beside the fitted
+    CTF^2 (right half), as CTFFIND's diagnostic image shows them."""
     spectrum = result.spectrum
     n = spectrum.shape[0]
     model = np.fft.fftshift(
@@ -105,6 +100,29 @@ def write_diagnostic_png(path: str | os.PathLike[str], result: CtfResult, title:
     low, high = np.percentile(smoothed, [2, 98])
     shown = np.clip((smoothed - low) / max(high - low, 1e-12), 0.0, 1.0)
     shown[:, n // 2 :] = model[:, n // 2 :]
+    return shown.astype(np.float32)
+
+
+def write_ctf_image_mrc(path: str | os.PathLike[str], result: CtfResult) -> None:
+    """The diagnostic spectrum as an MRC (pixel size: the spectrum's, in Angstrom), the
+    file CTFFIND writes as `<micrograph>.ctf` and RELION shows from rlnCtfImage."""
+    with atomic_path(path) as temporary:
+        with mrcfile.new(temporary, overwrite=True) as mrc:
+            mrc.set_data(diagnostic_spectrum(result))
+            mrc.voxel_size = result.spectrum_pixel_size_angstrom
+
+
+def write_diagnostic_png(path: str | os.PathLike[str], result: CtfResult, title: str = "") -> None:
+    """Spectrum (left half) beside the fitted CTF^2 (right half), and the 1D ring fit.
+
+    The 1D panel shows the equiphase average, CTF^2 at the mean defocus, the local
+    correlation used for the fit resolution, and the fit resolution itself.
+    """
+    # imported here: matplotlib is slow to import and only the diagnostic needs it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = diagnostic_spectrum(result)
 
     figure = Figure(figsize=(12, 5.5), dpi=100)
     FigureCanvasAgg(figure)
