@@ -44,6 +44,9 @@ def test_dry_run_plans_one_job_per_chunk_of_movies_and_stage(small_session: Path
 @pytest.mark.slow
 def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     config = simulated_spa_run(tmp_path, movies=2, size=512, frames=8)
+    settings = yaml.safe_load(config.read_text())
+    settings["processing"] = {"movies_per_job": 1}  # two chunks: aggregates span manifests
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     result = snakemake(config)
     assert result.returncode == 0, result.stderr[-3000:]
     processed = tmp_path / "processed"
@@ -66,6 +69,7 @@ def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     star_defocus = sorted((ctf["rlnDefocusU"] + ctf["rlnDefocusV"]) / 2)
     assert defocus == pytest.approx(star_defocus)
     assert "<h2>CTF</h2>" in (processed / "report" / "index.html").read_text()
+    assert sorted(path.name for path in (processed / "Chunks").iterdir()) == ["00001", "00002"]
 
     again = snakemake(config, "--dry-run")
     assert again.returncode == 0
