@@ -11,9 +11,10 @@ import scipy.fft
 
 from emproc.io.atomic import atomic_path, write_text_atomic
 from emproc.io.mdoc import TiltSeriesMetadata
+from emproc.io.movie import read_movie
 from emproc.tomo.ctf import TiltSeriesCtfParams, estimate_tilt_series_ctf
 from emproc.tomo.dose import dose_filter
-from emproc.tomo.per_tilt import motion_corrected_sum, read_tilt_movie
+from emproc.tomo.per_tilt import motion_corrected_sum
 
 
 class TiltStackError(ValueError):
@@ -120,9 +121,9 @@ def assemble_tilt_stack(
         )
         accumulated += tilt.exposure_dose_e_per_angstrom2
         if path is not None and path.is_file():
-            frames = read_tilt_movie(path)
+            frames = read_movie(path)
             dose_per_frame = tilt.exposure_dose_e_per_angstrom2 / max(len(frames), 1)
-            image, corrected = motion_corrected_sum(
+            image = motion_corrected_sum(
                 frames,
                 pixel_size_angstrom=metadata.pixel_size_angstrom,
                 dose_per_frame_e_per_angstrom2=dose_per_frame,
@@ -132,7 +133,7 @@ def assemble_tilt_stack(
             record = replace(
                 record,
                 mean_counts=float(image.mean()),
-                motion_corrected=corrected,
+                motion_corrected=True,
                 status="used",
             )
         records.append(record)
