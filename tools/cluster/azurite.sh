@@ -12,12 +12,8 @@ port=${AZURITE_BLOB_PORT:-10000}
 # Azurite's documented development account (public, not a secret).
 account=devstoreaccount1
 key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
-
-need_state() {
-    [ -n "$state" ] || { echo "azurite.sh $command: STATE_DIR is required" >&2; exit 2; }
-    mkdir -p "$state"
-    state=$(cd "$state" && pwd)
-}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install() {
     command -v azurite-blob >/dev/null && return 0
@@ -52,14 +48,7 @@ start() {
 
 stop() {
     need_state
-    local file=$state/azurite.pid pid
-    [ -s "$file" ] || return 0
-    pid=$(cat "$file")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$file"
+    stop_pid "$state/azurite.pid"
 }
 
 case "$command" in

@@ -17,11 +17,7 @@ export SGE_CELL=${SGE_CELL:-default}
 common=$SGE_ROOT/$SGE_CELL/common
 slots=${EMPROC_SGE_SLOTS:-$(nproc)}
 
-need_state() {
-    [ -n "$state" ] || { echo "gridengine.sh $command: STATE_DIR is required" >&2; exit 2; }
-    mkdir -p "$state"
-    state=$(cd "$state" && pwd)
-}
+log_hint() { echo "see $SGE_ROOT/$SGE_CELL/spool/*/messages"; }
 
 install() {
     if command -v qsub >/dev/null && [ -x /usr/sbin/sge_qmaster ] && [ -x /usr/sbin/sge_execd ]; then
@@ -39,18 +35,6 @@ EOF
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq gridengine-master gridengine-exec gridengine-client >/dev/null
-}
-
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-    local seconds=$1 what=$2
-    shift 2
-    for _ in $(seq "$seconds"); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 1
-    done
-    echo "gridengine.sh: $what did not come up within ${seconds}s" \
-        "(see $SGE_ROOT/$SGE_CELL/spool/*/messages)" >&2
-    exit 1
 }
 
 # qconf -M*/-A* read a file whose name must be the object's name.

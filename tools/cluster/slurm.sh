@@ -16,11 +16,7 @@ command=${1:?usage: slurm.sh install|start|stop [STATE_DIR]}
 state=${2:-}
 node=$(hostname)
 
-need_state() {
-    [ -n "$state" ] || { echo "slurm.sh $command: STATE_DIR is required" >&2; exit 2; }
-    mkdir -p "$state"
-    state=$(cd "$state" && pwd)
-}
+log_hint() { echo "logs in $state/log"; }
 
 install() {
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
@@ -87,17 +83,6 @@ start_munge() {
     fi
     runuser -u munge -- /usr/sbin/munged
     cp /run/munge/munged.pid "$state/munged.pid"
-}
-
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-    local seconds=$1 what=$2
-    shift 2
-    for _ in $(seq "$seconds"); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 1
-    done
-    echo "slurm.sh: $what did not come up within ${seconds}s (logs in $state/log)" >&2
-    exit 1
 }
 
 node_idle() { sinfo -h -N -n "$node" -o '%T' | grep -q -E '^(idle|mixed|allocated)'; }
