@@ -81,7 +81,9 @@ def chunk_epu_members(wildcards):
 
 
 def chunk_epu_files(wildcards):
-    return [_epu_xml(movie) for movie in chunk_epu_members(wildcards)]
+    # in the order of chunk_epu_members: scripts/movie_stage.py pairs them
+    xmls = (_epu_xml(movie) for movie in CHUNKS[wildcards.chunk])
+    return [xml for xml in xmls if xml]
 
 
 # Detector references every movie needs: inputs, so remote storage stages them too

@@ -27,12 +27,6 @@ class StageContext:
     threads: int = 1
 
 
-def _load_json(path: Path) -> dict[str, Any]:
-    from emproc.ctf import load_json
-
-    return load_json(path)
-
-
 def import_step(context: StageContext) -> MovieStep:
     from emproc.io.atomic import write_json_atomic
     from emproc.metadata import build_movie_metadata
@@ -51,10 +45,11 @@ def import_step(context: StageContext) -> MovieStep:
 
 
 def motion_step(context: StageContext) -> MovieStep:
+    from emproc.ctf import load_json
     from emproc.motion import motion_correct_movie
 
     def step(movie: str, outputs: dict[str, Path]) -> None:
-        metadata = _load_json(movie_paths(context.output_dir, "import", movie)["metadata"])
+        metadata = load_json(movie_paths(context.output_dir, "import", movie)["metadata"])
         for key, role in (("gain_reference", "gain"), ("defect_map", "defects")):
             if role in context.detector_files:
                 metadata[key] = context.detector_files[role]
@@ -70,12 +65,12 @@ def motion_step(context: StageContext) -> MovieStep:
 
 
 def ctf_step(context: StageContext) -> MovieStep:
-    from emproc.ctf import estimate_ctf_for_micrograph
+    from emproc.ctf import estimate_ctf_for_micrograph, load_json
 
     def step(movie: str, outputs: dict[str, Path]) -> None:
         estimate_ctf_for_micrograph(
             movie_paths(context.output_dir, "motion", movie)["micrograph"],
-            _load_json(movie_paths(context.output_dir, "import", movie)["metadata"]),
+            load_json(movie_paths(context.output_dir, "import", movie)["metadata"]),
             dict(context.config["ctf"]),
             {role: str(path) for role, path in outputs.items()},
             threads=context.threads,
