@@ -18,12 +18,12 @@ def step_logging(
     failure_record: str | Path | None = None,
     chunk: str | None = None,
 ) -> Iterator[logging.Logger]:
-    """Log to the rule's log file; on failure log one clear line and re-raise.
+    """Log to `log_path`; on failure log one clear line and re-raise.
 
-    The re-raise makes Snakemake mark the job failed (and, with --keep-going, carry on
-    with the other movies); the line in the log names the file and the problem. With
-    `failure_record`, the failure is also recorded there (emproc.failures) so the next
-    DAG leaves this movie out of the aggregates; a success clears an old record. `chunk`
+    The line in the log names the file and the problem; the caller decides what the
+    error stops (a chunk job catches a movie's error and carries on, other jobs fail).
+    With `failure_record`, the failure is also recorded there (emproc.failures) for
+    `emproc status` and the report; a success clears an old record. `chunk`
     (emproc.chunks) goes into the record so `emproc run --retry-failed` can rerun it.
     """
     logger = logging.getLogger(f"emproc.{step}")

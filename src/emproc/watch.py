@@ -212,15 +212,10 @@ def watch_session(
             waiting = len(candidates) - len(new)  # seen, still being written
             idle = clock() - last_new
             stopping = idle >= settings.idle_timeout_s and not waiting
-            if pending and (
-                len(pending) >= settings.batch_size
-                or clock() - pending_since >= settings.batch_wait_s
-                or stopping
-            ):
+            overdue = stopping or clock() - pending_since >= settings.batch_wait_s
+            if pending and (overdue or len(pending) >= settings.batch_size):
                 # whole batches only, unless the oldest has waited long enough
-                keep = len(pending) % settings.batch_size
-                if clock() - pending_since >= settings.batch_wait_s or stopping:
-                    keep = 0
+                keep = 0 if overdue else len(pending) % settings.batch_size
                 handed, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                 append_to_manifest(manifest, handed)
                 known.update(handed)
