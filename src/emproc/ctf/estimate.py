@@ -213,8 +213,9 @@ def estimate_ctf_for_micrograph(
 
     `metadata` is the Import JSON (microscope parameters, `movie_name`), `ctf_params` the
     config `ctf` section (missing keys take the schema defaults), `outputs` maps
-    `ctffind_txt`, `summary`, `diagnostic` (PNG) and `ctf_image` (`.ctf` MRC) to paths. The pixel size comes from the MRC
-    header (the sum may be binned) and falls back to the Import JSON if the header has none.
+    `ctffind_txt`, `summary`, `diagnostic` (PNG) and `ctf_image` (`.ctf` MRC) to paths. The
+    pixel size comes from the MRC header (the sum may be binned) and falls back to the
+    Import JSON if the header has none.
     Returns the `_ctf.json` summary.
     """
     unknown = set(ctf_params) - set(CTF_PARAMETER_DEFAULTS)

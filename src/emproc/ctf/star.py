@@ -24,15 +24,15 @@ def write_micrographs_ctf_star(
     path: str | os.PathLike[str],
 ) -> None:
     """Write `micrographs_ctf.star` from the `_ctf.json`, `_motion.json` and Import JSON
-        dicts of the same micrographs, in the same order.
+    dicts of the same micrographs, in the same order.
 
-        Optics groups come from the Import JSON (`optics_group`, `optics_group_name`; the
-        fallbacks of corrected_micrographs.star apply); rlnMicrographName is the dose-weighted
-        sum and rlnMicrographNameNoDW the plain sum the CTF was estimated on, as in RELION;
-        rlnMicrographPixelSize is the motion-corrected sum's pixel size, rlnMicrographOriginalPixelSize
-        the movie's. rlnCtfImage names the diagnostic spectrum MRC as RELION does (`<path>.ctf:mrc`;
-    the PNG for summaries written before it existed). rlnPhaseShift (degrees) is written
-        when any micrograph has a non-zero phase shift (phase-plate data).
+    Optics groups come from the Import JSON (`optics_group`, `optics_group_name`; the
+    fallbacks of corrected_micrographs.star apply); rlnMicrographName is the dose-weighted
+    sum and rlnMicrographNameNoDW the plain sum the CTF was estimated on, as in RELION;
+    rlnMicrographPixelSize is the motion-corrected sum's pixel size, rlnMicrographOriginalPixelSize
+    the movie's. rlnCtfImage names the diagnostic spectrum MRC as RELION does
+    (`<path>.ctf:mrc`). rlnPhaseShift (degrees) is written when any micrograph has a non-zero
+    phase shift (phase-plate data).
     """
     if not len(ctf_summaries) == len(motion_summaries) == len(metadata):
         raise CtfStarError(
@@ -64,11 +64,7 @@ def write_micrographs_ctf_star(
         # sum (which the CTF was estimated on, as in RELION) as NoDW
         row = {
             **corrected_micrograph_row(motion, movie),
-            "rlnCtfImage": (
-                f"{ctf['ctf_image_path']}:mrc"
-                if ctf.get("ctf_image_path")
-                else str(ctf["diagnostic_image_path"])
-            ),
+            "rlnCtfImage": f"{ctf['ctf_image_path']}:mrc",
             "rlnDefocusU": float(ctf["defocus_u_angstrom"]),
             "rlnDefocusV": float(ctf["defocus_v_angstrom"]),
             "rlnCtfAstigmatism": float(ctf["astigmatism_angstrom"]),
