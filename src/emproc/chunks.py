@@ -32,17 +32,10 @@ log = logging.getLogger(__name__)
 
 CHUNKS_DIR = "Chunks"
 CHUNK_DIGITS = 5
-CHUNK_PATTERN = r"\d{5}"
+CHUNK_PATTERN = rf"\d{{{CHUNK_DIGITS}}}"  # the {chunk} wildcard
 
-# stage -> the stages whose successful movies it works on
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "import": (),
-    "motion": ("import",),
-    "ctf": ("motion",),
-    "pick": ("motion",),
-    "extract": ("pick", "ctf"),
-}
-STAGES = tuple(UPSTREAM)
+# in workflow order; each works on the movies its upstream manifests (the rules' inputs) name
+STAGES = ("import", "motion", "ctf", "pick", "extract")
 
 # Per-movie files of each stage, relative to the output directory ({movie} is the movie id)
 MOVIE_OUTPUTS: dict[str, dict[str, str]] = {
@@ -87,10 +80,6 @@ def chunk_id(number: int) -> str:
     return f"{number:0{CHUNK_DIGITS}d}"
 
 
-def manifest_path(output_dir: str | Path, chunk: str, stage: str) -> Path:
-    return Path(output_dir) / CHUNKS_DIR / chunk / f"{stage}.json"
-
-
 def movie_paths(output_dir: str | Path, stage: str, movie: str) -> dict[str, Path]:
     """The per-movie files of `stage` for `movie`, by role."""
     return {
@@ -104,8 +93,8 @@ def read_ledger(output_dir: str | Path) -> dict[str, list[str]]:
     ledger: dict[str, list[str]] = {}
     for path in sorted((Path(output_dir) / CHUNKS_DIR).glob("*/import.json")):
         try:
-            members = json.loads(path.read_text())["members"]
-        except (OSError, ValueError, KeyError, TypeError):
+            members = read_manifest(path)["members"]
+        except (OSError, ValueError, KeyError):
             # an unreadable manifest is rebuilt: its movies count as unassigned
             log.warning("ignoring unreadable chunk manifest %s", path)
             continue
