@@ -11,6 +11,7 @@ import pytest
 import starfile
 import tifffile
 
+from emproc.chunks import movie_paths
 from emproc.io.gain import GainError
 from emproc.io.movie import MovieError, MovieFormatError
 from emproc.motion import (
@@ -81,16 +82,9 @@ def metadata_for(movie, tmp_path, **changes):
 
 
 def outputs_for(tmp_path, stem="FoilHole_1_fractions"):
-    base = tmp_path / "MotionCorr" / "GridSquare_1" / "Data" / stem
-    return {
-        "micrograph": f"{base}.mrc",
-        "micrograph_dw": f"{base}_DW.mrc",
-        "shifts_star": f"{base}.star",
-        "shifts_csv": f"{base}_shifts.csv",
-        "summary": f"{base}_motion.json",
-        "snapshot": f"{base}.jpg",
-        "drift_plot": f"{base}_drift.png",
-    }
+    """The workflow's motion outputs for a movie (emproc.chunks layout)."""
+    paths = movie_paths(tmp_path, "motion", f"GridSquare_1/Data/{stem}")
+    return {role: str(path) for role, path in paths.items()}
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 import tifffile
 import yaml
 
+from emproc.chunks import movie_paths
 from emproc.cli import OutputDirError, check_output_dir
 from emproc.io.gain import GainError
 from emproc.io.mdoc import MdocError, read_tilt_series_mdoc
@@ -47,16 +48,8 @@ def movie_metadata(movie: Path, **changes) -> dict:
 
 
 def motion_outputs(tmp_path: Path) -> dict[str, str]:
-    base = tmp_path / "MotionCorr" / "movie"
-    return {
-        "micrograph": f"{base}.mrc",
-        "micrograph_dw": f"{base}_DW.mrc",
-        "shifts_star": f"{base}.star",
-        "shifts_csv": f"{base}_shifts.csv",
-        "summary": f"{base}_motion.json",
-        "snapshot": f"{base}.jpg",
-        "drift_plot": f"{base}_drift.png",
-    }
+    """The workflow's motion outputs for a movie (emproc.chunks layout)."""
+    return {role: str(path) for role, path in movie_paths(tmp_path, "motion", "movie").items()}
 
 
 def assert_fails_without_outputs(tmp_path: Path, movie: Path, error, match: str, **metadata):
