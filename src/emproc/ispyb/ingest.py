@@ -1,8 +1,9 @@
 """Ingest an emproc output directory into ISPyB: find the units, skip unchanged ones.
 
-Reads the files of docs/architecture.md (Import, MotionCorr, CtfFind) and of the later stages
-(paths below, proposed in docs/ispyb.md), hashes each unit's inputs, and hands new or changed
-units to `emproc.ispyb.units`. Linear in the number of movies.
+Reads the files of docs/architecture.md (Import, MotionCorr, CtfFind, where
+`emproc.chunks.movie_paths` puts them) and of the later stages (paths below, proposed in
+docs/ispyb.md), hashes each unit's inputs, and hands new or changed units to
+`emproc.ispyb.units`. Linear in the number of movies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import mrcfile
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from emproc.chunks import movie_paths
 from emproc.io.atomic import write_json_atomic
 from emproc.ispyb import rows
 from emproc.ispyb.connect import DatabaseTarget, open_engine, resolve_target
@@ -233,9 +235,9 @@ def _ingest_spa(
 ) -> None:
     paths = {
         name: (
-            output_dir / "Import" / f"{name}.json",
-            output_dir / "MotionCorr" / f"{name}_motion.json",
-            output_dir / "CtfFind" / f"{name}_ctf.json",
+            movie_paths(output_dir, "import", name)["metadata"],
+            movie_paths(output_dir, "motion", name)["summary"],
+            movie_paths(output_dir, "ctf", name)["summary"],
         )
         for name in movie_names
     }
@@ -244,7 +246,7 @@ def _ingest_spa(
     motion0 = _read_json(first_motion) if first_motion else {}
     snapshots = []
     for name in movie_names[:4]:
-        snapshot = output_dir / "MotionCorr" / f"{name}.jpg"
+        snapshot = movie_paths(output_dir, "motion", name)["snapshot"]
         if snapshot.is_file():
             snapshots.append(str(snapshot.resolve()))
     data_collection = rows.spa_data_collection_row(
