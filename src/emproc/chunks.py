@@ -88,6 +88,11 @@ def movie_paths(output_dir: str | Path, stage: str, movie: str) -> dict[str, Pat
     }
 
 
+def movie_glob(stage: str, role: str) -> str:
+    """Glob (relative to the output directory) of one per-movie file of `stage`, all movies."""
+    return MOVIE_OUTPUTS[stage][role].format(movie="**/*")
+
+
 def read_ledger(output_dir: str | Path) -> dict[str, list[str]]:
     """`{chunk: members}` of every chunk whose import manifest exists (fixed membership)."""
     ledger: dict[str, list[str]] = {}

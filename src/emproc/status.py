@@ -9,14 +9,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from emproc.chunks import movie_glob
 from emproc.failures import failure_records
 
 # stage label -> glob of its per-unit summary under the output dir
 STAGE_SUMMARIES = {
-    "imported": "Import/**/*.json",
-    "motion corrected": "MotionCorr/**/*_motion.json",
-    "CTF estimated": "CtfFind/**/*_ctf.json",
-    "picked": "Picking/**/*_picks.json",
+    "imported": movie_glob("import", "metadata"),
+    "motion corrected": movie_glob("motion", "summary"),
+    "CTF estimated": movie_glob("ctf", "summary"),
+    "picked": movie_glob("pick", "summary"),
     "2D batches": "Class2D/batch_*/summary.json",
     "tomograms": "Tomograms/**/*_tomo.json",
 }

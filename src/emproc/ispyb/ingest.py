@@ -21,7 +21,7 @@ import mrcfile
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from emproc.chunks import movie_paths
+from emproc.chunks import movie_glob, movie_paths
 from emproc.io.atomic import write_json_atomic
 from emproc.ispyb import rows
 from emproc.ispyb.connect import DatabaseTarget, open_engine, resolve_target
@@ -53,7 +53,7 @@ __all__ = ["IngestInputError", "IngestSummary", "VisitNotFoundError", "ingest_ou
 log = logging.getLogger(__name__)
 
 # Files of later stages, relative to the output directory
-PICKING_GLOB = "Picking/**/*_picks.json"  # emproc.picking
+PICKING_GLOB = movie_glob("pick", "summary")
 CLASS2D_GLOB = "Class2D/batch_*/summary.json"  # emproc.classify
 TOMOGRAM_GLOB = "Tomograms/*/*_tomo.json"  # written by emproc.tomo.pipeline
 
