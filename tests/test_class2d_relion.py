@@ -14,7 +14,6 @@ from emproc.classify.relion import (
     RelionRefineParams,
     build_relion_refine_command,
     parse_relion_2d,
-    relion_available,
 )
 from emproc.classify.run import classify_batch_files
 from emproc.classify.synthetic import SyntheticStackParams, simulate_particle_stack
@@ -73,7 +72,6 @@ def write_batch(tmp_path: Path, count: int) -> tuple[list[dict], pd.DataFrame]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not relion_available(), reason="relion_refine not on PATH")
 def test_relion_backend_writes_the_same_outputs(tmp_path):
     members, truth = write_batch(tmp_path, 150)
     out = tmp_path / "Class2D" / "batch_1"

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -123,7 +122,6 @@ def test_report_of_an_empty_run_says_so(tmp_path: Path):
     assert "No results yet." in (tmp_path / "index.html").read_text()
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
 def test_report_renders_in_headless_chromium(output_dir: Path, tmp_path: Path):
     report = output_dir / "report" / "index.html"
     write_report(output_dir, report, "emproc report")

@@ -17,6 +17,19 @@ if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepi
         exit 1
     fi
 fi
+# RELION (2D/3D backend, STAR checks) and Chromium (report rendering) are real dependencies
+# of the tests and the workflow: Debian packages, installed here so a fresh clone has them.
+missing=()
+command -v relion_refine >/dev/null || missing+=(relion)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "emproc needs Debian packages: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[test,cluster]'
