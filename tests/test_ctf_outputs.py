@@ -199,7 +199,8 @@ def test_load_json_names_the_file(tmp_path):
         load_json(tmp_path / "none.json")
 
 
-def test_micrographs_ctf_star_round_trip(tmp_path):
+def test_micrographs_ctf_star_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the records' relative paths are inside the STAR's directory
     names = ["Disc1/GS_1/Data/FH_1_fractions", "Disc1/GS_2/Data/FH_2_fractions"]
     path = tmp_path / "micrographs_ctf.star"
     write_micrographs_ctf_star(

@@ -199,9 +199,11 @@ def test_corrected_micrographs_star_round_trips(tmp_path):
     for index, group in enumerate([1, 2, 1]):
         summaries.append(
             {
-                "micrograph_path": f"MotionCorr/m{index}.mrc",
-                "micrograph_dw_path": f"MotionCorr/m{index}_DW.mrc",
-                "shifts_star_path": f"MotionCorr/m{index}.star",
+                # summaries name files as written (here absolute); the STAR names them
+                # relative to its directory, RELION's project directory
+                "micrograph_path": str(tmp_path / f"MotionCorr/m{index}.mrc"),
+                "micrograph_dw_path": str(tmp_path / f"MotionCorr/m{index}_DW.mrc"),
+                "shifts_star_path": str(tmp_path / f"MotionCorr/m{index}.star"),
                 "pixel_size_angstrom": 0.83 if group == 1 else 1.1,
                 "total_motion_angstrom": 10.0 + index,
                 "early_motion_angstrom": 6.0,
@@ -232,8 +234,10 @@ def test_corrected_micrographs_star_round_trips(tmp_path):
         "rlnAmplitudeContrast",
         "rlnMicrographPixelSize",
     }
-    assert list(micrographs["rlnMicrographName"]) == [s["micrograph_dw_path"] for s in summaries]
-    assert list(micrographs["rlnMicrographMetadata"]) == [s["shifts_star_path"] for s in summaries]
+    names = [f"MotionCorr/m{index}" for index in range(3)]
+    assert list(micrographs["rlnMicrographName"]) == [f"{name}_DW.mrc" for name in names]
+    assert list(micrographs["rlnMicrographNameNoDW"]) == [f"{name}.mrc" for name in names]
+    assert list(micrographs["rlnMicrographMetadata"]) == [f"{name}.star" for name in names]
     assert list(micrographs["rlnOpticsGroup"]) == [1, 2, 1]
     assert list(micrographs["rlnAccumMotionLate"]) == pytest.approx([4.0, 5.0, 6.0])
     with pytest.raises(ValueError, match="2 motion summaries but 3"):

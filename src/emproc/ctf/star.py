@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import starfile
 
 from emproc.io.atomic import atomic_path
-from emproc.io.relion import OpticsGroupError, corrected_micrograph_row, micrograph_optics_table
+from emproc.io.relion import (
+    OpticsGroupError,
+    corrected_micrograph_row,
+    micrograph_optics_table,
+    relative_to,
+)
 
 
 class CtfStarError(ValueError):
@@ -57,14 +63,15 @@ def write_micrographs_ctf_star(
     except OpticsGroupError as error:
         raise CtfStarError(str(error)) from error
 
+    project_dir = Path(path).parent  # paths relative to it, as RELION's project directory
     with_phase = any(float(ctf["phase_shift_deg"]) != 0.0 for ctf in ctf_summaries)
     rows = []
     for ctf, motion, movie in zip(ctf_summaries, motion_summaries, metadata, strict=True):
         # as corrected_micrographs.star: the dose-weighted sum for later steps, the plain
         # sum (which the CTF was estimated on, as in RELION) as NoDW
         row = {
-            **corrected_micrograph_row(motion, movie),
-            "rlnCtfImage": f"{ctf['ctf_image_path']}:mrc",
+            **corrected_micrograph_row(motion, movie, project_dir),
+            "rlnCtfImage": f"{relative_to(ctf['ctf_image_path'], project_dir)}:mrc",
             "rlnDefocusU": float(ctf["defocus_u_angstrom"]),
             "rlnDefocusV": float(ctf["defocus_v_angstrom"]),
             "rlnCtfAstigmatism": float(ctf["astigmatism_angstrom"]),

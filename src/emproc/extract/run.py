@@ -16,6 +16,7 @@ import pandas as pd
 from emproc.extract.boxes import CtfParameters, ExtractionParams, extract_boxes
 from emproc.extract.star import OPTICS_COLUMNS, PARTICLE_COLUMNS, write_particle_star
 from emproc.io.atomic import atomic_path, write_json_atomic
+from emproc.io.relion import relative_to
 from emproc.picking.io import read_coordinate_star, read_micrograph
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,6 @@ def _read_json(path: str | os.PathLike[str], keys: tuple[str, ...]) -> dict[str,
     if missing:
         raise ExtractionInputError(f"{path}: missing keys {missing}")
     return data
-
-
-def relative_to(path: str | os.PathLike[str], project_dir: str | os.PathLike[str]) -> str:
-    """Path as RELION stores it: relative to the project directory when inside it."""
-    absolute = Path(path).resolve()
-    try:
-        return str(absolute.relative_to(Path(project_dir).resolve()))
-    except ValueError:
-        return str(absolute)
 
 
 def extraction_params_from_config(extraction: Mapping[str, Any]) -> ExtractionParams:

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+
+def relative_to(path: str | os.PathLike[str], project_dir: str | os.PathLike[str]) -> str:
+    """Path as RELION stores it: relative to the project directory (the output directory,
+    where RELION programs run) when inside it, else absolute. Every STAR file of an output
+    directory names files this way, so RELION joins particles to micrographs by
+    rlnMicrographName."""
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path(project_dir).resolve()))
+    except ValueError:
+        return str(absolute)
 
 
 class OpticsGroupError(ValueError):
@@ -49,16 +63,20 @@ def micrograph_optics_table(
 
 
 def corrected_micrograph_row(
-    motion_summary: Mapping[str, Any], metadata: Mapping[str, Any]
+    motion_summary: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    project_dir: str | os.PathLike[str],
 ) -> dict[str, Any]:
     """A micrograph's columns from motion correction, as RELION's motioncorr writes them:
-    rlnMicrographName is the dose-weighted sum when there is one, the plain sum NoDW."""
+    rlnMicrographName is the dose-weighted sum when there is one, the plain sum NoDW; paths
+    relative to `project_dir` (relative_to)."""
     return {
-        "rlnMicrographName": str(
-            motion_summary.get("micrograph_dw_path") or motion_summary["micrograph_path"]
+        "rlnMicrographName": relative_to(
+            motion_summary.get("micrograph_dw_path") or motion_summary["micrograph_path"],
+            project_dir,
         ),
-        "rlnMicrographNameNoDW": str(motion_summary["micrograph_path"]),
-        "rlnMicrographMetadata": str(motion_summary["shifts_star_path"]),
+        "rlnMicrographNameNoDW": relative_to(motion_summary["micrograph_path"], project_dir),
+        "rlnMicrographMetadata": relative_to(motion_summary["shifts_star_path"], project_dir),
         "rlnOpticsGroup": optics_group_of(metadata, motion_summary),
         "rlnAccumMotionTotal": float(motion_summary["total_motion_angstrom"]),
         "rlnAccumMotionEarly": float(motion_summary["early_motion_angstrom"]),

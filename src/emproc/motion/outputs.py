@@ -281,7 +281,7 @@ def write_corrected_micrographs_star(
             f"{path}: {len(summaries)} motion summaries but {len(metadata)} metadata records"
         )
     rows = [
-        corrected_micrograph_row(summary, meta)
+        corrected_micrograph_row(summary, meta, Path(path).parent)
         for summary, meta in zip(summaries, metadata, strict=True)
     ]
     optics_table = micrograph_optics_table(
