@@ -1,12 +1,13 @@
 # emproc: automated cryo-EM processing. Entry point; the stages live in rules/*.smk.
-#   snakemake --configfile config/config.yaml --config session_dir=/path --profile profiles/local
+#   snakemake --configfile my_session.yaml --profile profiles/local
+# There is deliberately no `configfile:` directive: Snakemake would merge the example
+# config/config.yaml under the user's file, so a missing pixel size, dose or gain reference
+# would silently take the example's value. Every run names its config; the schema fills in
+# only the keys that are safe to default (rules/common.smk).
 
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

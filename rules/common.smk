@@ -15,6 +15,8 @@ def _fail(message):
     sys.exit(1)
 
 
+if not config:
+    _fail("no configuration: pass --configfile FILE (config/config.yaml is an example to copy)")
 try:
     config = validate_config(config)
 except ConfigError as error:

@@ -38,10 +38,22 @@ def test_wrong_value_names_the_key(section, key, value, named):
         validate_config(config)
 
 
-def test_missing_required_key_is_named():
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("microscope", "pixel_size_angstrom"),
+        ("microscope", "voltage_kv"),
+        ("microscope", "dose_per_frame_e_per_angstrom2"),
+        ("microscope", "gain_reference"),  # "" says "already gain-corrected", never a default
+        ("session", "session_dir"),
+        ("session", "visit"),
+        ("outputs", "dir"),
+    ],
+)
+def test_missing_physics_is_named_never_defaulted(section, key):
     config = load_config(DEFAULT_CONFIG)
-    del config["microscope"]["pixel_size_angstrom"]
-    with pytest.raises(ConfigError, match="pixel_size_angstrom"):
+    del config[section][key]
+    with pytest.raises(ConfigError, match=f"'{key}' is a required property"):
         validate_config(config)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
 from emproc.failures import clear_all_failures, failure_records, retry_targets
+from emproc.preflight import check_detector_references, check_referenced_files
 from emproc.status import format_status, session_status
 from emproc.watch import FileEventWaker, WatchSettings, watch_session
 
@@ -41,8 +42,13 @@ def _check_config(config_path: str, overrides: dict[str, str]) -> dict:
     config = load_config(config_path)
     config.update(overrides)
     validated = validate_config(config)
+    check_referenced_files(validated)
     if validated["session"]["experiment"] == "spa":
-        discover_movies(validated["session"]["session_dir"], validated["session"]["movie_glob"])
+        session = validated["session"]
+        movies = discover_movies(
+            session["session_dir"], session["movie_glob"], movie_list=session["movie_list"]
+        )
+        check_detector_references(validated, next(iter(movies.values())))
     return validated
 
 

@@ -25,6 +25,19 @@ SHORTHANDS = {
     "movie_list": ("session", "movie_list"),
 }
 
+# (section, key) of every value naming a file or directory; relative ones are relative to
+# the directory the workflow is started in
+PATH_KEYS = (
+    ("session", "session_dir"),
+    ("session", "movie_list"),
+    ("microscope", "gain_reference"),
+    ("microscope", "defect_map"),
+    ("picking", "cryolo_config"),
+    ("picking", "cryolo_weights"),
+    ("ispyb", "credentials"),
+    ("outputs", "dir"),
+)
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the user in one line."""
@@ -116,3 +129,14 @@ def write_config(config: Mapping[str, Any], path: str | Path) -> None:
         "# Reproduce the run with: snakemake --configfile THIS_FILE --profile profiles/local\n"
     )
     write_text_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def with_absolute_paths(config: Mapping[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """A copy of a validated `config` whose PATH_KEYS are absolute (relative ones taken
+    relative to `base_dir`); empty values stay empty."""
+    resolved = copy.deepcopy(dict(config))
+    for section, key in PATH_KEYS:
+        value = resolved.get(section, {}).get(key)
+        if value:
+            resolved[section][key] = str((Path(base_dir) / value).resolve())
+    return resolved
