@@ -4,11 +4,14 @@ from pathlib import Path
 
 from emproc.chunks import movie_files, succeeded_movies
 from emproc.ctf import load_json, write_micrographs_ctf_star
-from emproc.scripting import step_logging
+from emproc.failures import require_movies
+from emproc.scripting import script_step
 
-with step_logging(snakemake.log[0], "aggregate_ctf"):
+with script_step(snakemake.log[0], "aggregate_ctf"):
     output_dir = Path(snakemake.output.star).parent
-    movies = succeeded_movies(snakemake.input.manifests)
+    movies = require_movies(
+        succeeded_movies(snakemake.input.manifests), output_dir, "CTF estimation"
+    )
     write_micrographs_ctf_star(
         [load_json(path) for path in movie_files(output_dir, movies, "ctf", "summary")],
         [load_json(path) for path in movie_files(output_dir, movies, "motion", "summary")],

@@ -4,11 +4,14 @@ from pathlib import Path
 
 from emproc.chunks import movie_files, succeeded_movies
 from emproc.extract.aggregate import aggregate_particles
-from emproc.scripting import step_logging
+from emproc.failures import require_movies
+from emproc.scripting import script_step
 
-with step_logging(snakemake.log[0], "aggregate_particles"):
+with script_step(snakemake.log[0], "aggregate_particles"):
     output_dir = Path(snakemake.output.particles).parent
-    movies = succeeded_movies(snakemake.input.manifests)
+    movies = require_movies(
+        succeeded_movies(snakemake.input.manifests), output_dir, "particle extraction"
+    )
     aggregate_particles(
         movie_files(output_dir, movies, "extract", "star"),
         movie_files(output_dir, movies, "pick", "summary"),

@@ -1,7 +1,10 @@
 from pathlib import Path
 
+import mrcfile
+import numpy as np
 import pytest
 
+from emproc.io.movie import MovieError
 from emproc.metadata import MetadataMismatchError, build_movie_metadata
 from emproc.simulate.spa import SpaMovieParams, load_spa_truth, simulate_spa_session
 
@@ -75,9 +78,17 @@ def test_empty_movie_file_is_named(tmp_path: Path):
         build_movie_metadata(movie, session_dir=tmp_path, microscope=MICROSCOPE)
 
 
+def test_a_text_file_matching_the_movie_glob_is_not_imported(tmp_path: Path):
+    movie = tmp_path / "FoilHole_1_Data_2_3_20261129_120000_fractions.tiff"
+    movie.write_text("transfer log: 42 files copied\n")
+    with pytest.raises(MovieError, match=f"{movie.name}: corrupt TIFF"):
+        build_movie_metadata(movie, session_dir=tmp_path, microscope=MICROSCOPE)
+
+
 def test_movie_not_named_by_epu_is_imported_without_its_metadata(tmp_path: Path):
     movie = tmp_path / "my_movie.mrc"
-    movie.write_bytes(b"\0" * 1024)
+    with mrcfile.new(movie) as mrc:
+        mrc.set_data(np.zeros((2, 16, 16), dtype=np.float32))
     record = build_movie_metadata(movie, session_dir=tmp_path, microscope=MICROSCOPE)
     assert record["movie_name"] == "my_movie"
     assert record["metadata_path"] is None and record["grid_square"] is None

@@ -57,6 +57,27 @@ def failure_records(output_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     return records
 
 
+class NoMoviesError(RuntimeError):
+    """Every movie failed before an aggregate: there is nothing to tabulate."""
+
+
+def require_movies(movies: list[str], output_dir: str | Path, stage: str) -> list[str]:
+    """`movies` when there are any; else NoMoviesError, one line saying why none got through
+    `stage` (the first failure record) and where the rest are listed."""
+    if movies:
+        return movies
+    failures = failure_records(output_dir)
+    if not failures:
+        raise NoMoviesError(f"no movie got through {stage} (and none recorded a failure)")
+    movie, records = next(iter(failures.items()))
+    first = records[0]
+    raise NoMoviesError(
+        f"no movie got through {stage}: {len(failures)} movie(s) failed, e.g. {movie} in "
+        f"{first.get('step')}: {first.get('error')} (all: emproc status {output_dir}; fix the "
+        "cause, then emproc run --retry-failed)"
+    )
+
+
 def retry_targets(output_dir: str | Path) -> list[str]:
     """The chunk manifests (as the workflow names them) whose stage recorded a failure."""
     prefix = str(output_dir).rstrip("/")

@@ -19,6 +19,7 @@ from emproc.io.epu import (
     parse_epu_movie_name,
     read_epu_movie_xml,
 )
+from emproc.io.movie import movie_header
 
 
 class MetadataMismatchError(ValueError):
@@ -66,6 +67,9 @@ def build_movie_metadata(
         raise FileNotFoundError(f"movie not found: {movie_path}")
     if movie_path.stat().st_size == 0:
         raise ValueError(f"{movie_path}: movie file is empty")
+    # a file that matches the movie glob but is no movie (a text file, a half-copied TIFF)
+    # fails here, by its header, instead of counting as imported until motion correction
+    movie_header(movie_path, eer_fractions=int(microscope.get("eer_fractions", 40)))
     try:  # movies not named by EPU (e.g. copied by hand) are processed without its metadata
         name = parse_epu_movie_name(movie_path)
         xml_path: Path | None = epu_metadata_path(movie_path)

@@ -37,7 +37,8 @@ def step_logging(
     try:
         yield logger
     except Exception as error:
-        logger.error("%s failed: %s", step, error)
+        # the traceback goes to the log only; the user sees one line naming the problem
+        logger.error("%s failed: %s", step, error, exc_info=True)
         print(f"emproc {step} failed: {error}", file=sys.stderr)
         if failure_record:
             record_failure(failure_record, step, error, chunk=chunk)
@@ -49,3 +50,15 @@ def step_logging(
         if handler is not None:
             logging.getLogger("emproc").removeHandler(handler)
             handler.close()
+
+
+@contextmanager
+def script_step(log_path: str | Path, step: str) -> Iterator[logging.Logger]:
+    """step_logging for a whole Snakemake job (a `script:` adapter): on failure the job ends
+    with exit status 1 after the one line, with no traceback on the console (it is in the
+    log, where Snakemake's error report points)."""
+    try:
+        with step_logging(log_path, step) as logger:
+            yield logger
+    except Exception:
+        sys.exit(1)
