@@ -154,6 +154,23 @@ def tilt_series_inputs(wildcards):
     return {"mdoc": entry["mdoc"], "movies": entry["movies"]}
 
 
+# ISPyB (rules/ispyb.smk)
+
+
+def ispyb_database_identity():
+    # Which database and visit ingest writes to, hashed (never the password): its marker is
+    # an output, so another database (a copied output directory, new credentials) is a
+    # missing output and ingest runs again. Unreadable credentials fail in the job itself,
+    # with one line naming the file.
+    from emproc.ispyb.connect import CredentialsError, database_identity, resolve_target
+
+    try:
+        target = resolve_target(config["ispyb"], OUTDIR)
+    except CredentialsError:
+        return "unreadable-credentials"
+    return database_identity(target, config["session"]["visit"])
+
+
 # The report (rules/report.smk) follows every aggregate
 
 

@@ -21,6 +21,7 @@ rule ispyb_ingest:
         particles=lambda wildcards: PARTICLE_TARGETS,
     output:
         state=out("ISPyB/ingest_state.json"),
+        database=out(f"ISPyB/database_{ispyb_database_identity()}.id"),
     params:
         config=config,
     log:
@@ -32,4 +33,5 @@ rule ispyb_ingest:
         "../scripts/ispyb_ingest.py"
 
 
-ISPYB_TARGETS = [rules.ispyb_ingest.output.state]
+# the marker too: Snakemake checks only the requested outputs of a job for being missing
+ISPYB_TARGETS = [rules.ispyb_ingest.output.state, rules.ispyb_ingest.output.database]

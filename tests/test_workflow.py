@@ -1,6 +1,7 @@
 """The Snakemake workflow on simulated sessions: DAG shape, full runs, reruns."""
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -74,6 +75,25 @@ def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     again = snakemake(config, "--dry-run")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # another database is a reason to ingest again: a copied output directory (its own
+    # embedded database) and new credentials (the password alone is not)
+    shutil.copytree(processed, tmp_path / "copy", symlinks=True)
+    settings["outputs"]["dir"] = str(tmp_path / "copy")
+    copied = tmp_path / "copy.yaml"
+    copied.write_text(yaml.safe_dump(settings, sort_keys=False))
+    plan = snakemake(copied, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert job_counts(plan.stdout + plan.stderr).get("ispyb_ingest") == 1
+    credentials = tmp_path / "ispyb.ini"
+    credentials.write_text(
+        "[ispyb_sqlalchemy]\nhost = 127.0.0.1\nusername = emproc\ndatabase = ispyb\n"
+    )
+    settings["outputs"]["dir"] = str(processed)
+    settings["ispyb"] = {"credentials": str(credentials)}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    plan = snakemake(config, "--dry-run", "--quiet", "rules")
+    assert job_counts(plan.stdout + plan.stderr).get("ispyb_ingest") == 1
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ The stored-procedure section `[ispyb_mariadb_sp]` (user/pw/host/port/db) is acce
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-
-from emproc.ispyb.schema import create_schema, ensure_visit, make_engine
 
 CREDENTIALS_ENV = "ISPYB_CREDENTIALS"
 _SQLALCHEMY_SECTION = "ispyb_sqlalchemy"
@@ -46,6 +45,10 @@ _TLS_KEYS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_ide
 
 class CredentialsError(ValueError):
     """The ISPyB credentials file is missing, unreadable or incomplete."""
+
+
+class DatabaseConnectionError(ConnectionError):
+    """The ISPyB server cannot be reached or refuses the credentials (one line, no password)."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,43 @@ def resolve_target(
     return DatabaseTarget(url=url, embedded=True)
 
 
+def database_identity(target: DatabaseTarget, visit_name: str) -> str:
+    """A short hash of which database (URL without its password: user, host, port, name;
+    or the embedded file's absolute path) and visit ingest writes to. A change of either is
+    a reason to ingest again; the password is not part of it and the hash reveals nothing."""
+    return hashlib.sha256(f"{target.masked_url}\n{visit_name}".encode()).hexdigest()[:16]
+
+
+def connection_error_message(target: DatabaseTarget, error: BaseException) -> str:
+    """One line naming host:port, database and user, and the server's reason."""
+    url = make_url(target.url)
+    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    arguments = getattr(getattr(error, "orig", None), "args", ())
+    if len(arguments) == 2 and isinstance(arguments[0], int):
+        code, text = arguments
+        reason = f"{text} (MySQL error {code})"
+        if code == 1045:
+            reason += "; check the user and password in the ISPyB credentials file"
+    return (
+        f"cannot use the ISPyB database at {url.host}:{url.port or 3306} (database "
+        f"{url.database}, user {url.username}): {reason}"
+    )
+
+
+def check_connection(engine: Engine, target: DatabaseTarget) -> None:
+    """Connect once, so an unreachable server or wrong password is one clear line."""
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as error:
+        raise DatabaseConnectionError(connection_error_message(target, error)) from None
+
+
 def open_engine(target: DatabaseTarget, visit_name: str | None = None) -> Engine:
-    """An engine for `target`; an embedded database is created and seeded with `visit_name`."""
+    """An engine for `target`; an embedded database is created and seeded with `visit_name`.
+    A server is connected to once: DatabaseConnectionError when that fails."""
+    from emproc.ispyb.schema import create_schema, ensure_visit, make_engine
+
     url = make_url(target.url)
     options: dict[str, Any] = {"connect_args": dict(target.connect_args)}
     if url.get_backend_name() == "mysql":
@@ -140,6 +178,8 @@ def open_engine(target: DatabaseTarget, visit_name: str | None = None) -> Engine
     if url.get_backend_name() == "sqlite" and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url, **options)
+    if not target.embedded:
+        check_connection(engine, target)
     if target.embedded:
         create_schema(engine)
         if visit_name:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emproc.io.atomic import write_json_atomic
+from emproc.io.atomic import write_json_atomic, write_text_atomic
 
 STATE_DIR = "ISPyB"
 ID_MAP_FILE = "ispyb_ids.json"
@@ -94,6 +94,17 @@ def save_id_map(output_dir: str | os.PathLike[str], id_map: IdMap) -> Path:
     path = id_map_path(output_dir)
     write_json_atomic(path, id_map.to_json())
     return path
+
+
+def record_database_identity(marker_path: str | os.PathLike[str]) -> None:
+    """Write the marker naming the database ingest wrote to (`database_<identity>.id`, see
+    emproc.ispyb.connect.database_identity) and remove the markers of other databases, so
+    pointing the outputs at another database (and back) makes Snakemake ingest again."""
+    marker = Path(marker_path)
+    for other in marker.parent.glob("database_*.id"):
+        if other.name != marker.name:
+            other.unlink(missing_ok=True)
+    write_text_atomic(marker, marker.stem.removeprefix("database_") + "\n")
 
 
 def content_hash(paths: Iterable[str | os.PathLike[str] | None], extra: Any = None) -> str:
