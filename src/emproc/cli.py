@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from emproc.config import WORKFLOW_ROOT, ConfigError, load_config, validate_config
 from emproc.discovery import DiscoveryError, discover_movies
 from emproc.failures import clear_all_failures, failure_records, retry_targets
+from emproc.io.atomic import remove_stale_temporaries
 from emproc.preflight import check_detector_references, check_referenced_files
+from emproc.run_lock import OutputDirLockedError, output_dir_lock
 from emproc.status import format_status, session_status
 from emproc.watch import FileEventWaker, WatchSettings, watch_session
 
@@ -89,23 +91,97 @@ def snakemake_command(
     return command + list(extra)
 
 
+def _without_config_overrides(extra: Sequence[str]) -> list[str]:
+    """`extra` without its `--config key=value` pairs (the run config holds them)."""
+    kept: list[str] = []
+    collecting = False
+    for argument in extra:
+        if argument in ("--config", "-C"):
+            collecting = True
+            continue
+        if argument.startswith("-"):
+            collecting = False
+        elif collecting and "=" in argument:
+            continue
+        kept.append(argument)
+    return kept
+
+
+def uses_storage_provider(profile: str | None, extra: Sequence[str]) -> bool:
+    """Whether outputs go through a Snakemake storage plugin (paths must stay relative)."""
+    if any(argument.startswith("--default-storage-provider") for argument in extra):
+        return True
+    if not profile:
+        return False
+    import yaml
+
+    for name in ("config.v8+.yaml", "config.yaml"):
+        path = Path(profile) / name
+        if path.is_file():
+            settings = yaml.safe_load(path.read_text()) or {}
+            return bool(settings.get("default-storage-provider"))
+    return False
+
+
+RUN_CONFIG = ".emproc-run/config.yaml"
+
+
+def write_run_config(config: dict, output_dir: Path) -> Path:
+    """The validated config with absolute paths, in the output directory: Snakemake then
+    runs with the output directory as its working directory (`--directory`), so its state
+    (.snakemake: metadata, locks, logs) stays with the outputs whoever starts the run."""
+    from emproc.config import with_absolute_paths, write_config
+
+    path = output_dir / RUN_CONFIG
+    write_config(with_absolute_paths(config, Path.cwd()), path)
+    return path
+
+
+def _absolute_credentials_env() -> None:
+    # the Snakemake jobs run in the output directory: a relative path would move with them
+    from emproc.ispyb.connect import CREDENTIALS_ENV
+
+    if os.environ.get(CREDENTIALS_ENV):
+        os.environ[CREDENTIALS_ENV] = str(Path(os.environ[CREDENTIALS_ENV]).resolve())
+
+
 def command_run(args: argparse.Namespace) -> int:
     extra = [argument for argument in args.snakemake_args if argument != "--"]
     config = _check_config(args.configfile, _config_overrides(extra))
-    output_dir = config["outputs"]["dir"]
-    check_output_dir(output_dir)
-    rerun: list[str] = []
-    if args.retry_failed:
-        # the chunk stages that recorded the failures run again (Snakemake --forcerun)
-        rerun = retry_targets(output_dir)
-        print(f"emproc: retrying {clear_all_failures(output_dir)} failed movies", file=sys.stderr)
     profile = args.profile
     if profile is None and (WORKFLOW_ROOT / "profiles" / "local").is_dir():
         profile = str(WORKFLOW_ROOT / "profiles" / "local")
-    command = snakemake_command(args.configfile, profile, args.cores, extra)
-    if rerun:
-        command += ["--forcerun", *rerun]
-    return run_session(command, output_dir)
+    relocate = not uses_storage_provider(profile, extra)
+    output_dir = Path(config["outputs"]["dir"])
+    if relocate:
+        output_dir = output_dir.resolve()
+    check_output_dir(output_dir)
+    with output_dir_lock(output_dir, "run") as lock:
+        if relocate:
+            _absolute_credentials_env()
+            command = snakemake_command(
+                str(write_run_config(config, output_dir)),
+                str(Path(profile).resolve()) if profile else None,
+                args.cores,
+                [*_without_config_overrides(extra), "--directory", str(output_dir)],
+            )
+        else:
+            command = snakemake_command(args.configfile, profile, args.cores, extra)
+        if lock.took_over_stale:
+            # its Snakemake was killed too (the lock counts it): its lock is stale as well
+            print(f"emproc: {output_dir}: clearing the lock of a killed run", file=sys.stderr)
+            subprocess.run([*command, "--unlock"], capture_output=True, check=False)
+        removed = remove_stale_temporaries(output_dir)
+        if removed:
+            print(f"emproc: removed {removed} temporary file(s) of killed writes", file=sys.stderr)
+        if args.retry_failed:
+            # the chunk stages that recorded the failures run again (Snakemake --forcerun)
+            rerun = retry_targets(output_dir)
+            retried = clear_all_failures(output_dir)
+            print(f"emproc: retrying {retried} failed movies", file=sys.stderr)
+            if rerun:
+                command += ["--forcerun", *rerun]
+        return run_session(command, output_dir, on_spawn=lock.add_process)
 
 
 def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[str]:
@@ -118,9 +194,11 @@ def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[
     return [*command, "--config", *pairs]
 
 
-def _call(command: Sequence[str]) -> int:
+def _call(command: Sequence[str], on_spawn: Callable[[int], None] | None = None) -> int:
     """Run Snakemake; Ctrl-C (also when only we received it) stops it cleanly."""
     process = subprocess.Popen(list(command), env=os.environ.copy())
+    if on_spawn is not None:
+        on_spawn(process.pid)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -129,14 +207,24 @@ def _call(command: Sequence[str]) -> int:
         raise
 
 
-def run_session(command: Sequence[str], output_dir: str | Path) -> int:
+def run_session(
+    command: Sequence[str],
+    output_dir: str | Path,
+    on_spawn: Callable[[int], None] | None = None,
+) -> int:
     """Run the workflow and say how many movies failed (they never block the others)."""
     print("emproc: running " + " ".join(command), file=sys.stderr)
-    returncode = _call(command)
+    returncode = _call(command, on_spawn)
     failures = failure_records(output_dir)
     if failures:
         print(
             f"emproc: {len(failures)} movie(s) failed (details: emproc status {output_dir})",
+            file=sys.stderr,
+        )
+    if returncode != 0:
+        print(
+            f"emproc: the workflow stopped with an error (exit status {returncode}): the "
+            "'emproc ... failed:' lines above say why; each failed rule's log has the detail",
             file=sys.stderr,
         )
     return returncode
@@ -274,7 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.snakemake_args = list(unknown) + list(args.snakemake_args)
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, DiscoveryError, FileNotFoundError, OutputDirError) as error:
+    except (
+        ConfigError,
+        DiscoveryError,
+        FileNotFoundError,
+        OutputDirError,
+        OutputDirLockedError,
+    ) as error:
         print(f"emproc: error: {error}", file=sys.stderr)
         return 2
 

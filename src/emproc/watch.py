@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emproc.io.atomic import write_text_atomic
+from emproc.run_lock import acquire_output_lock, release_output_lock
 
 WATCH_DIR = ".emproc-watch"
 
@@ -186,6 +187,8 @@ def watch_session(
     state_dir.mkdir(parents=True, exist_ok=True)
     lock_path = state_dir / "lock"
     _acquire_lock(lock_path)
+    # one emproc process (run or watch) per output directory
+    output_lock = acquire_output_lock(output_dir, "watch")
     on_start()
     manifest = state_dir / "ready_movies.txt"
     known = set(read_manifest(manifest))
@@ -237,6 +240,7 @@ def watch_session(
                 interval = min(interval * settings.backoff, settings.max_interval_s)
             sleep(max(pause, 0.0))
     finally:
+        release_output_lock(output_lock)
         lock_path.unlink(missing_ok=True)
 
 

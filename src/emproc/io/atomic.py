@@ -1,5 +1,9 @@
 """Write outputs to a temporary sibling and rename, so a killed job never leaves a
-file that a later step (or Snakemake's timestamp check) would trust."""
+file that a later step (or Snakemake's timestamp check) would trust.
+
+Temporaries are hidden and named `.emproc-tmp.<stem>.<random><suffixes>`; a job killed
+mid-write (SIGKILL, node lost) leaves one behind, which `remove_stale_temporaries` deletes
+when the next `emproc run` starts."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+TEMPORARY_PREFIX = ".emproc-tmp."
 
 
 @contextmanager
@@ -22,7 +28,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix="".join(target.suffixes) or ".tmp"
+        dir=target.parent,
+        prefix=f"{TEMPORARY_PREFIX}{target.stem}.",
+        suffix="".join(target.suffixes) or ".tmp",
     )
     os.close(handle)
     temporary_path = Path(temporary)
@@ -34,6 +42,31 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str], min_age_s: float = 300.0) -> int:
+    """Delete temporaries of killed writes under `root`; return how many.
+
+    Only files unchanged for `min_age_s` go, so a write in progress (a Snakemake started by
+    hand next to emproc) is never cut short.
+    """
+    import time
+
+    removed = 0
+    cutoff = time.time() - min_age_s
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [name for name in subdirectories if name != ".snakemake"]
+        for name in files:
+            if not name.startswith(TEMPORARY_PREFIX):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:  # renamed or removed meanwhile
+                continue
+    return removed
 
 
 def _current_umask() -> int:
