@@ -145,11 +145,31 @@ class WatchSettings:
     backoff: float = 1.5
     idle_timeout_s: float = 3600.0
     stable_seconds: float = 30.0
-    # Stable movies are handed to the workflow `batch_size` at a time (one chunk of
-    # processing.movies_per_job), or once the oldest has waited `batch_wait_s`: a chunk per
-    # scan would make tens of thousands of tiny chunks, and the DAG grows with their number.
+    # Hand-over (see movies_to_hand_over): with batch_wait_s 0, every stable movie goes to
+    # the workflow as soon as it is free. Sites that want fewer, fuller chunks at the cost
+    # of latency set batch_wait_s: then whole chunks of `batch_size` go at once and a
+    # remainder only once its oldest movie has waited that long.
     batch_size: int = 1
     batch_wait_s: float = 0.0
+
+
+def movies_to_hand_over(
+    pending: int, oldest_wait_s: float, settings: WatchSettings, stopping: bool = False
+) -> int:
+    """How many of the `pending` stable movies to hand to the workflow now.
+
+    The workflow runs synchronously, so the hand-over adapts by itself: while it is idle a
+    movie goes the moment it is stable (a one-movie chunk: latency is one workflow run),
+    and the movies that became stable while it ran go together when it is done (chunks of
+    up to processing.movies_per_job: the per-run cost is shared, so throughput holds under
+    overload and a movie waits at most for the run in progress and its own). No fixed wait
+    unless `settings.batch_wait_s` asks for one.
+    """
+    if pending <= 0:
+        return 0
+    if stopping or oldest_wait_s >= settings.batch_wait_s:
+        return pending
+    return pending - pending % max(settings.batch_size, 1)
 
 
 def _acquire_lock(lock_path: Path) -> None:
@@ -212,11 +232,11 @@ def watch_session(
             waiting = len(candidates) - len(new)  # seen, still being written
             idle = clock() - last_new
             stopping = idle >= settings.idle_timeout_s and not waiting
-            overdue = stopping or clock() - pending_since >= settings.batch_wait_s
-            if pending and (overdue or len(pending) >= settings.batch_size):
-                # whole batches only, unless the oldest has waited long enough
-                keep = 0 if overdue else len(pending) % settings.batch_size
-                handed, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+            count = movies_to_hand_over(
+                len(pending), clock() - pending_since, settings, stopping=stopping
+            )
+            if count:
+                handed, pending = pending[:count], pending[count:]
                 append_to_manifest(manifest, handed)
                 known.update(handed)
                 pending_since = clock()
