@@ -1,7 +1,7 @@
 """Fixed cost of a chunk job: interpreter, imports, Snakemake's script preamble, config.
 
     .venv/bin/python benchmarks/bench_startup.py [--size 1024] [--frames 24] [--repeats 3]
-        [--source /tmp/old/src]      # time another checkout's library (before/after)
+        [--compare /tmp/old/src]      # also time another checkout's library (before/after)
 
 A two-movie simulated session (bench_throughput.simulate_session) is written and imported
 once (not timed). Then, per per-movie stage in workflow order, a fresh interpreter runs what
@@ -10,7 +10,9 @@ imports (`snakemake.iocontainers`, `snakemake.logging`), `emproc.chunks` and
 `emproc.movie_stages`, then the stage step for movie 1 and movie 2. The parent times the
 whole process; the child times each movie. Fixed cost per job = process wall - 2 x the second
 (warm) movie's time: everything a one-movie chunk pays that a warm process would not
-(start-up, imports, the first call's lazy imports). Median of `--repeats` runs per stage.
+(start-up, imports, the first call's lazy imports); the same in CPU seconds (the child's
+rusage minus 2 x the warm movie's process time), which a loaded machine inflates less.
+Median of `--repeats` runs per stage.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,13 +50,15 @@ context = StageContext(
 )
 step = stage_step(stage, context)
 seconds = []
+cpu = []
 for movie in dict(spec["movies"]):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     step(movie, movie_paths(spec["output_dir"], stage, movie))
     seconds.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu_start)
 heavy = [m for m in ("pandas", "matplotlib", "sqlalchemy", "starfile", "scipy.optimize")
          if m in sys.modules]
-print(json.dumps({"movie_s": seconds, "heavy": heavy}))
+print(json.dumps({"movie_s": seconds, "movie_cpu_s": cpu, "heavy": heavy}))
 """
 
 
@@ -61,6 +66,7 @@ def run_stage(stage: str, spec_path: Path, source: Path | None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     if source is not None:
         env["PYTHONPATH"] = str(source)
+    cpu_before = _children_cpu_s()
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", CHILD, stage, str(spec_path)],
@@ -70,36 +76,60 @@ def run_stage(stage: str, spec_path: Path, source: Path | None) -> dict:
         check=True,
     )
     wall = time.perf_counter() - start
+    cpu = _children_cpu_s() - cpu_before
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    warm = record["movie_s"][-1]
-    return {"wall_s": wall, "warm_movie_s": warm, "fixed_s": wall - 2 * warm, **record}
+    warm, warm_cpu = record["movie_s"][-1], record["movie_cpu_s"][-1]
+    return {
+        "wall_s": wall,
+        "warm_movie_s": warm,
+        "fixed_s": wall - 2 * warm,
+        "fixed_cpu_s": cpu - 2 * warm_cpu,
+        **record,
+    }
 
 
-def main(size: int, frames: int, repeats: int, source: Path | None) -> None:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(size: int, frames: int, repeats: int, compare: Path | None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         session = simulate_session(root / "session", 2, size, frames, particles=150)
         config = pipeline_config(root / "session", size, frames)
-        spec = {
-            "output_dir": str(root / "out"),
-            "config": config,
-            "movies": [(name, path) for path, name in session],
-        }
+        movies = [(name, path) for path, name in session]
+        spec = {"output_dir": str(root / "out"), "config": config, "movies": movies}
         spec_path = root / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        print(f"library: {source or 'this checkout'}; {size}x{size} px, {frames} frames")
-        print("| stage | job wall (s) | warm movie (s) | fixed cost per job (s) | heavy modules |")
-        print("|---|---|---|---|---|")
-        total = 0.0
+        sources: list[Path | None] = [None] if compare is None else [compare, None]
+        labels = ["this checkout"] if compare is None else [str(compare), "this checkout"]
+        print(f"{size}x{size} px, {frames} frames; median of {repeats}, runs interleaved")
+        print(
+            "| library | stage | job wall (s) | warm movie (s) | fixed cost per job (s) | heavy |"
+        )
+        print("|---|---|---|---|---|---|")
+        totals = {label: [0.0, 0.0] for label in labels}
         for stage in STAGES:
-            runs = [run_stage(stage, spec_path, source) for _ in range(repeats)]
-            fixed = statistics.median(run["fixed_s"] for run in runs)
-            total += fixed
-            wall = statistics.median(run["wall_s"] for run in runs)
-            warm = statistics.median(run["warm_movie_s"] for run in runs)
-            heavy = ", ".join(runs[0]["heavy"]) or "-"
-            print(f"| {stage} | {wall:.2f} | {warm:.2f} | {fixed:.2f} | {heavy} |", flush=True)
-        print(f"| all five | | | {total:.2f} | |")
+            runs: dict[str, list[dict]] = {label: [] for label in labels}
+            for _ in range(repeats):  # alternate, so both see the same machine load
+                for label, source in zip(labels, sources, strict=True):
+                    runs[label].append(run_stage(stage, spec_path, source))
+            for label in labels:
+                fixed = statistics.median(run["fixed_s"] for run in runs[label])
+                wall = statistics.median(run["wall_s"] for run in runs[label])
+                warm = statistics.median(run["warm_movie_s"] for run in runs[label])
+                fixed_cpu = statistics.median(run["fixed_cpu_s"] for run in runs[label])
+                heavy = ", ".join(runs[label][0]["heavy"]) or "-"
+                totals[label][0] += fixed
+                totals[label][1] += fixed_cpu
+                print(
+                    f"| {label} | {stage} | {wall:.2f} | {warm:.2f} | {fixed:.2f} "
+                    f"| {fixed_cpu:.2f} | {heavy} |",
+                    flush=True,
+                )
+        for label, (total, total_cpu) in totals.items():
+            print(f"| {label} | all five | | | {total:.2f} | {total_cpu:.2f} | |")
 
 
 if __name__ == "__main__":
@@ -107,6 +137,8 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--source", type=Path, default=None, help="emproc src dir to time")
+    parser.add_argument(
+        "--compare", type=Path, default=None, help="another checkout's src dir to time as well"
+    )
     arguments = parser.parse_args()
-    main(arguments.size, arguments.frames, arguments.repeats, arguments.source)
+    main(arguments.size, arguments.frames, arguments.repeats, arguments.compare)

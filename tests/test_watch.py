@@ -274,3 +274,68 @@ def test_latency_is_one_run_when_idle_and_bounded_by_the_backlog_under_overload(
         # at most the run in progress and the movie's own, each sized by the backlog
         longest_run = fixed_s + per_movie_s * max(hand_overs)
         assert max(latency.values()) <= stable_s + 1.0 + 2 * longest_run + 1e-9
+
+
+def test_a_file_renamed_into_place_is_complete_at_once_others_wait_until_stable(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    clock = FakeClock()
+    runs: list[tuple[float, list[str]]] = []
+    renamed_in: set[Path] = set()
+
+    def deliver_by_rename() -> None:
+        final = _movie(session, 1, 1, b"whole")  # as rsync: hidden temporary, then rename
+        hidden = final.with_name(f".{final.name}.part")
+        final.rename(hidden)
+        hidden.rename(final)
+        renamed_in.add(final)
+
+    arrivals = {10: deliver_by_rename, 20: lambda: _movie(session, 1, 2, b"in place")}
+
+    def sleep(seconds: float) -> None:  # woken by a new file, as FileEventWaker
+        target = clock.now + max(seconds, 0.5)
+        upcoming = [when for when in arrivals if clock.now < when <= target]
+        if upcoming:
+            clock.now = min(upcoming)
+            arrivals.pop(clock.now)()
+        else:
+            clock.now = target
+
+    def take_renamed() -> set[Path]:
+        taken = set(renamed_in)
+        renamed_in.clear()
+        return taken
+
+    def run_workflow(manifest: Path) -> int:
+        runs.append((clock.now, read_manifest(manifest)))
+        return 0
+
+    session.mkdir()
+    settings = WatchSettings(interval_s=2, idle_timeout_s=100, stable_seconds=30)
+    watch_session(session, GLOB, output, run_workflow, settings, clock, sleep, renamed=take_renamed)
+    assert [len(movies) for _, movies in runs] == [1, 2]
+    assert runs[0][0] < 10 + 2.5  # the renamed movie: no stability wait
+    assert runs[1][0] >= 20 + 30  # the movie written in place waited stable_seconds
+
+
+def test_the_waker_reports_files_renamed_into_place_not_files_written_in_place(tmp_path):
+    import time
+
+    from emproc.watch import FileEventWaker
+
+    (tmp_path / "Images-Disc1" / "GridSquare_1" / "Data").mkdir(parents=True)
+    waker = FileEventWaker(tmp_path)
+    try:
+        assert waker.uses_events
+        in_place = _movie(tmp_path, 1, 1)
+        renamed = _movie(tmp_path, 1, 2)
+        hidden = renamed.with_name(f".{renamed.name}.part")
+        renamed.rename(hidden)
+        hidden.rename(renamed)
+        deadline = time.monotonic() + 10
+        reported: set[Path] = set()
+        while renamed not in reported and time.monotonic() < deadline:
+            waker.sleep(0.2)
+            reported |= waker.take_renamed()
+        assert renamed in reported and in_place not in reported
+    finally:
+        waker.close()

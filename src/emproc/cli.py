@@ -180,6 +180,7 @@ def command_watch(args: argparse.Namespace) -> int:
             settings,
             sleep=waker.sleep,
             on_start=release_stale_snakemake_lock,
+            renamed=waker.take_renamed,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)

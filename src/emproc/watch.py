@@ -13,7 +13,7 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,13 +105,19 @@ class StabilityTracker:
     clock: Callable[[], float] = time.monotonic
     _observed: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
-    def ready(self, candidates: Sequence[str]) -> list[str]:
+    def ready(self, candidates: Sequence[str], renamed: Collection[str] = ()) -> list[str]:
+        """The candidates complete now. Those in `renamed` were renamed into place (a
+        transfer tool's last step, reported by inotify) and are complete at once."""
         now = self.clock()
         ready = []
         for relative in candidates:
             try:
                 stat = (self.root / relative).stat()
             except FileNotFoundError:
+                self._observed.pop(relative, None)
+                continue
+            if relative in renamed and stat.st_size > 0:
+                ready.append(relative)
                 self._observed.pop(relative, None)
                 continue
             signature = (stat.st_size, stat.st_mtime_ns)
@@ -196,11 +202,13 @@ def watch_session(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
     on_start: Callable[[], None] = lambda: None,
+    renamed: Callable[[], Iterable[Path]] = lambda: (),
 ) -> int:
     """Scan, promote stable movies to the manifest, run the workflow; until idle.
 
     `run_workflow(manifest_path)` runs Snakemake on the manifest and returns its exit code.
-    Returns the exit code of the last workflow run.
+    `renamed()` gives the files renamed into place since its last call (FileEventWaker):
+    they need not wait `stable_seconds`. Returns the exit code of the last workflow run.
     """
     state_dir = output_dir / WATCH_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +230,13 @@ def watch_session(
             candidates = [
                 path for path in scanner.scan() if path not in known and path not in pending
             ]
-            new = tracker.ready(candidates)
+            moved_in = set()
+            for path in renamed():
+                try:
+                    moved_in.add(Path(path).relative_to(session_dir).as_posix())
+                except ValueError:
+                    continue  # not under the session
+            new = tracker.ready(candidates, moved_in)
             if new:
                 if not pending:
                     pending_since = clock()
@@ -272,16 +286,20 @@ class FileEventWaker:
         import threading
 
         self._changed = threading.Event()
+        self._lock = threading.Lock()
+        self._renamed: set[Path] = set()
         self._observer = None
         try:
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:  # polling only
             return
-        changed = self._changed
+        changed, note_renamed = self._changed, self._note_renamed
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:  # noqa: ANN001
+                if event.event_type == "moved" and not event.is_directory:
+                    note_renamed(Path(os.fsdecode(event.dest_path)))
                 if event.event_type in ("created", "modified", "moved", "closed"):
                     changed.set()
 
@@ -292,6 +310,16 @@ class FileEventWaker:
         except OSError:  # e.g. inotify watch limit reached: polling only
             return
         self._observer = observer
+
+    def _note_renamed(self, path: Path) -> None:
+        with self._lock:
+            self._renamed.add(path)
+
+    def take_renamed(self) -> set[Path]:
+        """Files renamed into place since the last call (complete: a transfer's last step)."""
+        with self._lock:
+            renamed, self._renamed = self._renamed, set()
+        return renamed
 
     @property
     def uses_events(self) -> bool:
