@@ -55,11 +55,17 @@ SCHEDULE_UNTIL = ["corrected_micrographs_star", "micrographs_ctf_star", "aggrega
 
 
 def time_dry_run(
-    config: Path, workflow_root: Path, schedule: bool = False, scheduler: str = "ilp"
+    config: Path,
+    workflow_root: Path,
+    schedule: bool = False,
+    scheduler: str = "ilp",
+    subsample: int | None = None,
 ) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB) of the dry run (or scheduling run), number of jobs."""
     mode = ["--touch", "--until", *SCHEDULE_UNTIL] if schedule else ["--dry-run"]
     mode += ["--scheduler", scheduler]
+    if subsample:
+        mode += ["--scheduler-subsample", str(subsample)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     result = subprocess.run(
@@ -90,16 +96,26 @@ def time_dry_run(
 
 
 def main(
-    sizes: list[int], movies_per_job: int, workflow_root: Path, schedule: bool, scheduler: str
+    sizes: list[int],
+    movies_per_job: int,
+    workflow_root: Path,
+    schedule: bool,
+    scheduler: str,
+    subsample: int | None = None,
 ) -> None:
-    print(f"workflow: {workflow_root}, movies per job: {movies_per_job}, scheduler: {scheduler}")
+    print(
+        f"workflow: {workflow_root}, movies per job: {movies_per_job}, scheduler: {scheduler}, "
+        f"scheduler subsample: {subsample}"
+    )
     what = "scheduling (--touch)" if schedule else "dry-run"
     print(f"| movies | jobs | {what} wall (s) | peak RSS (MiB) |")
     print("|---|---|---|---|")
     for movies in sizes:
         with tempfile.TemporaryDirectory() as directory:
             config = make_session(Path(directory), movies, movies_per_job)
-            elapsed, peak, jobs = time_dry_run(config, workflow_root, schedule, scheduler)
+            elapsed, peak, jobs = time_dry_run(
+                config, workflow_root, schedule, scheduler, subsample
+            )
             print(f"| {movies:,} | {jobs:,} | {elapsed:.1f} | {peak:.0f} |", flush=True)
 
 
@@ -110,6 +126,9 @@ if __name__ == "__main__":
     parser.add_argument("--workflow-root", type=Path, default=WORKFLOW_ROOT)
     parser.add_argument("--schedule", action="store_true", help="time scheduling (--touch)")
     parser.add_argument("--scheduler", choices=["ilp", "greedy"], default="ilp")
+    parser.add_argument(
+        "--subsample", type=int, default=None, help="snakemake --scheduler-subsample (ready jobs)"
+    )
     arguments = parser.parse_args()
     main(
         arguments.sizes,
@@ -117,4 +136,5 @@ if __name__ == "__main__":
         arguments.workflow_root,
         arguments.schedule,
         arguments.scheduler,
+        arguments.subsample,
     )

@@ -1,8 +1,9 @@
 # Tomography: one job per tilt series (per-tilt motion/CTF run inside it), then the table.
 
-from emproc.tomo.pipeline import ready_tilt_series
-
 if config["session"]["experiment"] == "tomo":
+    # imported here: the tomography modules take seconds to import, every SPA run paid them
+    from emproc.tomo.pipeline import ready_tilt_series
+
     TILT_SERIES_INPUTS = ready_tilt_series(
         SESSION_DIR,
         config["session"]["tomo_mdoc_glob"],

@@ -10,6 +10,7 @@ from emproc.watch import (
     IncrementalScanner,
     StabilityTracker,
     WatchSettings,
+    movies_to_hand_over,
     read_manifest,
     watch_session,
 )
@@ -206,3 +207,135 @@ def test_stable_movies_are_handed_over_a_chunk_at_a_time_or_after_the_batch_wait
     assert [len(run) for run in runs] == [2, 4, 5]
     assert 20 <= times[0] < 25 and 40 <= times[1] < 45 and 150 <= times[2] < 155
     assert clock.now >= 50 + 400  # and the watcher still stopped only when idle
+
+
+def test_hand_over_sizes_follow_the_backlog_with_no_fixed_wait_by_default():
+    immediate = WatchSettings(batch_size=20)  # batch_wait_s 0: `emproc watch`'s default
+    assert [movies_to_hand_over(n, 0.0, immediate) for n in (0, 1, 3, 20, 57)] == [0, 1, 3, 20, 57]
+    batched = WatchSettings(batch_size=20, batch_wait_s=60)
+    assert [movies_to_hand_over(n, 5.0, batched) for n in (1, 19, 20, 45)] == [0, 0, 20, 40]
+    assert movies_to_hand_over(7, 60.0, batched) == 7  # the oldest waited long enough
+    assert movies_to_hand_over(7, 5.0, batched, stopping=True) == 7
+
+
+@pytest.mark.parametrize("arrival_every_s", [60.0, 4.0])
+def test_latency_is_one_run_when_idle_and_bounded_by_the_backlog_under_overload(
+    tmp_path, arrival_every_s
+):
+    """A workflow that takes 10 s plus 8 s per movie: one movie a minute is light, one every
+    4 s is twice what it can do. Light: each movie goes alone the moment it is stable.
+    Overload: hand-overs grow with the backlog and no movie waits for more than the run in
+    progress plus its own."""
+    session, output = tmp_path / "session", tmp_path / "processed"
+    session.mkdir()
+    clock = FakeClock()
+    fixed_s, per_movie_s, stable_s, count = 10.0, 8.0, 2.0, 12
+    arrivals = {arrival_every_s * (index + 1): index + 1 for index in range(count)}
+    arrived_at: dict[str, float] = {}
+    done_at: dict[str, float] = {}
+    hand_overs: list[int] = []
+
+    def arrive_until(target: float) -> None:
+        for when in sorted(arrivals):
+            if clock.now <= when <= target:
+                clock.now = when
+                path = _movie(session, 1, arrivals.pop(when))
+                arrived_at[str(path.relative_to(session))] = when
+
+    def sleep(seconds: float) -> None:  # woken by a new file, as FileEventWaker
+        target = clock.now + max(seconds, 0.5)
+        upcoming = [when for when in arrivals if clock.now <= when <= target]
+        arrive_until(min(upcoming, default=target))
+        clock.now = min(upcoming, default=target)
+
+    def run_workflow(manifest: Path) -> int:
+        new = [movie for movie in read_manifest(manifest) if movie not in done_at]
+        hand_overs.append(len(new))
+        target = clock.now + fixed_s + per_movie_s * len(new)
+        arrive_until(target)  # the collection goes on while the workflow runs
+        clock.now = target
+        done_at.update(dict.fromkeys(new, clock.now))
+        return 0
+
+    settings = WatchSettings(
+        interval_s=5, idle_timeout_s=150, stable_seconds=stable_s, batch_size=20
+    )
+    watch_session(session, GLOB, output, run_workflow, settings, clock, sleep)
+    assert len(arrived_at) == count and sorted(done_at) == sorted(arrived_at)
+    latency = {movie: done_at[movie] - arrived_at[movie] for movie in arrived_at}
+    one_run = fixed_s + per_movie_s
+    if arrival_every_s > one_run:
+        assert hand_overs == [1] * count
+        # seen within a scan or two of arrival, stable after stable_s, then one run
+        assert max(latency.values()) <= stable_s + 1.0 + one_run + 1e-9
+    else:
+        assert max(hand_overs) > 2 and sum(hand_overs) == count
+        assert len(hand_overs) < count
+        # at most the run in progress and the movie's own, each sized by the backlog
+        longest_run = fixed_s + per_movie_s * max(hand_overs)
+        assert max(latency.values()) <= stable_s + 1.0 + 2 * longest_run + 1e-9
+
+
+def test_a_file_renamed_into_place_is_complete_at_once_others_wait_until_stable(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    clock = FakeClock()
+    runs: list[tuple[float, list[str]]] = []
+    renamed_in: set[Path] = set()
+
+    def deliver_by_rename() -> None:
+        final = _movie(session, 1, 1, b"whole")  # as rsync: hidden temporary, then rename
+        hidden = final.with_name(f".{final.name}.part")
+        final.rename(hidden)
+        hidden.rename(final)
+        renamed_in.add(final)
+
+    arrivals = {10: deliver_by_rename, 20: lambda: _movie(session, 1, 2, b"in place")}
+
+    def sleep(seconds: float) -> None:  # woken by a new file, as FileEventWaker
+        target = clock.now + max(seconds, 0.5)
+        upcoming = [when for when in arrivals if clock.now < when <= target]
+        if upcoming:
+            clock.now = min(upcoming)
+            arrivals.pop(clock.now)()
+        else:
+            clock.now = target
+
+    def take_renamed() -> set[Path]:
+        taken = set(renamed_in)
+        renamed_in.clear()
+        return taken
+
+    def run_workflow(manifest: Path) -> int:
+        runs.append((clock.now, read_manifest(manifest)))
+        return 0
+
+    session.mkdir()
+    settings = WatchSettings(interval_s=2, idle_timeout_s=100, stable_seconds=30)
+    watch_session(session, GLOB, output, run_workflow, settings, clock, sleep, renamed=take_renamed)
+    assert [len(movies) for _, movies in runs] == [1, 2]
+    assert runs[0][0] < 10 + 2.5  # the renamed movie: no stability wait
+    assert runs[1][0] >= 20 + 30  # the movie written in place waited stable_seconds
+
+
+def test_the_waker_reports_files_renamed_into_place_not_files_written_in_place(tmp_path):
+    import time
+
+    from emproc.watch import FileEventWaker
+
+    (tmp_path / "Images-Disc1" / "GridSquare_1" / "Data").mkdir(parents=True)
+    waker = FileEventWaker(tmp_path)
+    try:
+        assert waker.uses_events
+        in_place = _movie(tmp_path, 1, 1)
+        renamed = _movie(tmp_path, 1, 2)
+        hidden = renamed.with_name(f".{renamed.name}.part")
+        renamed.rename(hidden)
+        hidden.rename(renamed)
+        deadline = time.monotonic() + 10
+        reported: set[Path] = set()
+        while renamed not in reported and time.monotonic() < deadline:
+            waker.sleep(0.2)
+            reported |= waker.take_renamed()
+        assert renamed in reported and in_place not in reported
+    finally:
+        waker.close()

@@ -274,6 +274,7 @@ def command_watch(args: argparse.Namespace) -> int:
             settings,
             sleep=waker.sleep,
             on_start=release_stale_snakemake_lock,
+            renamed=waker.take_renamed,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)
@@ -329,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--batch-wait",
         type=float,
-        default=300.0,
-        help="hand movies to the workflow a chunk (processing.movies_per_job) at a time, or "
-        "once the oldest has waited this long, s",
+        default=0.0,
+        help="0 (default): hand each stable movie to the workflow as soon as it is free "
+        "(movies that arrive during a run go together after it); >0: hand over whole chunks "
+        "(processing.movies_per_job) and a remainder once its oldest waited this long, s",
     )
     # unknown arguments go to snakemake (main() collects them)
     watch.set_defaults(handler=command_watch, snakemake_args=[])

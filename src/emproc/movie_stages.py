@@ -45,7 +45,7 @@ def import_step(context: StageContext) -> MovieStep:
 
 
 def motion_step(context: StageContext) -> MovieStep:
-    from emproc.ctf import load_json
+    from emproc.ctf.errors import load_json
     from emproc.motion import motion_correct_movie
 
     def step(movie: str, outputs: dict[str, Path]) -> None:

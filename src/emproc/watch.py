@@ -13,7 +13,7 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,13 +106,19 @@ class StabilityTracker:
     clock: Callable[[], float] = time.monotonic
     _observed: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
-    def ready(self, candidates: Sequence[str]) -> list[str]:
+    def ready(self, candidates: Sequence[str], renamed: Collection[str] = ()) -> list[str]:
+        """The candidates complete now. Those in `renamed` were renamed into place (a
+        transfer tool's last step, reported by inotify) and are complete at once."""
         now = self.clock()
         ready = []
         for relative in candidates:
             try:
                 stat = (self.root / relative).stat()
             except FileNotFoundError:
+                self._observed.pop(relative, None)
+                continue
+            if relative in renamed and stat.st_size > 0:
+                ready.append(relative)
                 self._observed.pop(relative, None)
                 continue
             signature = (stat.st_size, stat.st_mtime_ns)
@@ -146,11 +152,31 @@ class WatchSettings:
     backoff: float = 1.5
     idle_timeout_s: float = 3600.0
     stable_seconds: float = 30.0
-    # Stable movies are handed to the workflow `batch_size` at a time (one chunk of
-    # processing.movies_per_job), or once the oldest has waited `batch_wait_s`: a chunk per
-    # scan would make tens of thousands of tiny chunks, and the DAG grows with their number.
+    # Hand-over (see movies_to_hand_over): with batch_wait_s 0, every stable movie goes to
+    # the workflow as soon as it is free. Sites that want fewer, fuller chunks at the cost
+    # of latency set batch_wait_s: then whole chunks of `batch_size` go at once and a
+    # remainder only once its oldest movie has waited that long.
     batch_size: int = 1
     batch_wait_s: float = 0.0
+
+
+def movies_to_hand_over(
+    pending: int, oldest_wait_s: float, settings: WatchSettings, stopping: bool = False
+) -> int:
+    """How many of the `pending` stable movies to hand to the workflow now.
+
+    The workflow runs synchronously, so the hand-over adapts by itself: while it is idle a
+    movie goes the moment it is stable (a one-movie chunk: latency is one workflow run),
+    and the movies that became stable while it ran go together when it is done (chunks of
+    up to processing.movies_per_job: the per-run cost is shared, so throughput holds under
+    overload and a movie waits at most for the run in progress and its own). No fixed wait
+    unless `settings.batch_wait_s` asks for one.
+    """
+    if pending <= 0:
+        return 0
+    if stopping or oldest_wait_s >= settings.batch_wait_s:
+        return pending
+    return pending - pending % max(settings.batch_size, 1)
 
 
 def _acquire_lock(lock_path: Path) -> None:
@@ -177,11 +203,13 @@ def watch_session(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
     on_start: Callable[[], None] = lambda: None,
+    renamed: Callable[[], Iterable[Path]] = lambda: (),
 ) -> int:
     """Scan, promote stable movies to the manifest, run the workflow; until idle.
 
     `run_workflow(manifest_path)` runs Snakemake on the manifest and returns its exit code.
-    Returns the exit code of the last workflow run.
+    `renamed()` gives the files renamed into place since its last call (FileEventWaker):
+    they need not wait `stable_seconds`. Returns the exit code of the last workflow run.
     """
     state_dir = output_dir / WATCH_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +233,13 @@ def watch_session(
             candidates = [
                 path for path in scanner.scan() if path not in known and path not in pending
             ]
-            new = tracker.ready(candidates)
+            moved_in = set()
+            for path in renamed():
+                try:
+                    moved_in.add(Path(path).relative_to(session_dir).as_posix())
+                except ValueError:
+                    continue  # not under the session
+            new = tracker.ready(candidates, moved_in)
             if new:
                 if not pending:
                     pending_since = clock()
@@ -215,11 +249,11 @@ def watch_session(
             waiting = len(candidates) - len(new)  # seen, still being written
             idle = clock() - last_new
             stopping = idle >= settings.idle_timeout_s and not waiting
-            overdue = stopping or clock() - pending_since >= settings.batch_wait_s
-            if pending and (overdue or len(pending) >= settings.batch_size):
-                # whole batches only, unless the oldest has waited long enough
-                keep = 0 if overdue else len(pending) % settings.batch_size
-                handed, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+            count = movies_to_hand_over(
+                len(pending), clock() - pending_since, settings, stopping=stopping
+            )
+            if count:
+                handed, pending = pending[:count], pending[count:]
                 append_to_manifest(manifest, handed)
                 known.update(handed)
                 pending_since = clock()
@@ -256,16 +290,20 @@ class FileEventWaker:
         import threading
 
         self._changed = threading.Event()
+        self._lock = threading.Lock()
+        self._renamed: set[Path] = set()
         self._observer = None
         try:
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:  # polling only
             return
-        changed = self._changed
+        changed, note_renamed = self._changed, self._note_renamed
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:  # noqa: ANN001
+                if event.event_type == "moved" and not event.is_directory:
+                    note_renamed(Path(os.fsdecode(event.dest_path)))
                 if event.event_type in ("created", "modified", "moved", "closed"):
                     changed.set()
 
@@ -276,6 +314,16 @@ class FileEventWaker:
         except OSError:  # e.g. inotify watch limit reached: polling only
             return
         self._observer = observer
+
+    def _note_renamed(self, path: Path) -> None:
+        with self._lock:
+            self._renamed.add(path)
+
+    def take_renamed(self) -> set[Path]:
+        """Files renamed into place since the last call (complete: a transfer's last step)."""
+        with self._lock:
+            renamed, self._renamed = self._renamed, set()
+        return renamed
 
     @property
     def uses_events(self) -> bool:

@@ -1,22 +1,16 @@
 """emproc.classify: reference-free 2D classification of particle batches."""
 
-from emproc.classify.batches import build_batch_manifest, update_batch_manifest
-from emproc.classify.class2d import (
-    Class2DParams,
-    Class2DResult,
-    ClassificationError,
-    ParticleCtfs,
-    classify_2d,
-)
-from emproc.classify.run import classify_batch_files
+from emproc.lazy import lazy_exports
 
-__all__ = [
-    "Class2DParams",
-    "Class2DResult",
-    "ClassificationError",
-    "ParticleCtfs",
-    "build_batch_manifest",
-    "classify_2d",
-    "classify_batch_files",
-    "update_batch_manifest",
-]
+_EXPORTS = {
+    "Class2DParams": "class2d",
+    "Class2DResult": "class2d",
+    "ClassificationError": "class2d",
+    "ParticleCtfs": "class2d",
+    "build_batch_manifest": "batches",
+    "classify_2d": "class2d",
+    "classify_batch_files": "run",
+    "update_batch_manifest": "batches",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,15 +11,14 @@ in (-90, 90].
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emproc.ctf.errors import CtfParameterError, load_json
 from emproc.ctf.fit import fit_ctf, fit_points, is_significant
 from emproc.ctf.outputs import write_ctf_image_mrc, write_ctffind_txt, write_diagnostic_png
 from emproc.ctf.resolution import ring_fit
@@ -29,7 +28,6 @@ from emproc.ctf.spectrum import (
     fitting_tile_size_px,
     subtract_background,
 )
-from emproc.ctf.star import write_micrographs_ctf_star
 from emproc.io.atomic import write_json_atomic
 from emproc.io.micrograph import MicrographReadError, read_micrograph
 
@@ -40,14 +38,9 @@ __all__ = [
     "estimate_ctf",
     "estimate_ctf_for_micrograph",
     "load_json",
-    "write_micrographs_ctf_star",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class CtfParameterError(ValueError):
-    """Estimation parameters that contradict each other or the micrograph."""
 
 
 @dataclass(frozen=True)
@@ -186,20 +179,6 @@ CTF_PARAMETER_DEFAULTS: dict[str, Any] = {
     "min_phase_shift_deg": 0.0,
     "max_phase_shift_deg": 180.0,
 }
-
-
-def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON object from a file, with the file named in any error."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise MicrographReadError(f"{path}: file not found") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CtfParameterError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise CtfParameterError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def estimate_ctf_for_micrograph(

@@ -1,16 +1,16 @@
 """emproc.extract: particle boxes from micrographs and RELION 3.1 particle STAR files."""
 
-from emproc.extract.boxes import CtfParameters, ExtractionError, ExtractionParams, extract_boxes
-from emproc.extract.run import extract_micrograph_file
-from emproc.extract.star import merge_particle_stars, read_particle_star, write_particle_star
+from emproc.lazy import lazy_exports
 
-__all__ = [
-    "CtfParameters",
-    "ExtractionError",
-    "ExtractionParams",
-    "extract_boxes",
-    "extract_micrograph_file",
-    "merge_particle_stars",
-    "read_particle_star",
-    "write_particle_star",
-]
+_EXPORTS = {
+    "CtfParameters": "boxes",
+    "ExtractionError": "boxes",
+    "ExtractionParams": "boxes",
+    "extract_boxes": "boxes",
+    "extract_micrograph_file": "run",
+    "merge_particle_stars": "star",
+    "read_particle_star": "star",
+    "write_particle_star": "star",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

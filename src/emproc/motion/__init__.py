@@ -1,25 +1,16 @@
 """Motion correction: global and patch alignment, dose weighting, per-movie outputs."""
 
-from emproc.motion.correct import (
-    MotionCorrectionError,
-    MotionResult,
-    NonFiniteFrameError,
-    motion_correct,
-)
-from emproc.motion.outputs import (
-    MotionOutputs,
-    PixelSizeMismatchError,
-    motion_correct_movie,
-    write_corrected_micrographs_star,
-)
+from emproc.lazy import lazy_exports
 
-__all__ = [
-    "MotionCorrectionError",
-    "MotionOutputs",
-    "MotionResult",
-    "NonFiniteFrameError",
-    "PixelSizeMismatchError",
-    "motion_correct",
-    "motion_correct_movie",
-    "write_corrected_micrographs_star",
-]
+_EXPORTS = {
+    "MotionCorrectionError": "correct",
+    "MotionResult": "correct",
+    "NonFiniteFrameError": "correct",
+    "motion_correct": "correct",
+    "MotionOutputs": "outputs",
+    "PixelSizeMismatchError": "outputs",
+    "motion_correct_movie": "outputs",
+    "write_corrected_micrographs_star": "outputs",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

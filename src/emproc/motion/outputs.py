@@ -14,15 +14,11 @@ from typing import Any
 
 import mrcfile
 import numpy as np
-import pandas as pd
-import starfile
 
 from emproc.io.atomic import atomic_path, write_json_atomic
 from emproc.io.gain import load_defect_map, load_gain_reference
 from emproc.io.movie import MovieError, movie_header, read_movie
-from emproc.io.relion import corrected_micrograph_row, micrograph_optics_table
 from emproc.motion.correct import MotionCorrectionError, MotionResult, motion_correct
-from emproc.motion.plots import write_drift_plot, write_snapshot
 
 MOTION_PARAMETERS = (
     "patches_x",
@@ -98,6 +94,9 @@ def write_shifts_star(
     gain_reference: str = "",
 ) -> None:
     """RELION per-micrograph STAR: `general` key-value block and `global_shift` loop."""
+    import pandas as pd  # imported here: a chunk job imports only what it uses
+    import starfile
+
     ny, nx = result.aligned_sum.shape
     general = {
         "rlnImageSizeX": int(nx),
@@ -132,6 +131,8 @@ def write_shifts_csv(
     pre_exposure_e_per_angstrom2: float = 0.0,
 ) -> None:
     """Per-frame drift (our convention) in pixels and Angstrom, and accumulated dose."""
+    import pandas as pd
+
     frames = np.arange(1, result.number_of_frames + 1)
     table = pd.DataFrame(
         {
@@ -175,6 +176,8 @@ def motion_correct_movie(
 ) -> dict:
     """Correct one movie described by its Import JSON and write all outputs; returns the
     `_motion.json` summary. Bad input raises an error whose message names the movie."""
+    from emproc.motion.plots import write_drift_plot, write_snapshot  # matplotlib
+
     movie_path = Path(movie_path)
     outputs = MotionOutputs.from_any(outputs)
     pixel_size = float(metadata["pixel_size_angstrom"])
@@ -276,6 +279,11 @@ def write_corrected_micrographs_star(
     dose-weighted sum when there is one (as RELION), with the plain sum in
     rlnMicrographNameNoDW.
     """
+    import pandas as pd
+    import starfile
+
+    from emproc.io.relion import corrected_micrograph_row, micrograph_optics_table
+
     if len(summaries) != len(metadata):
         raise ValueError(
             f"{path}: {len(summaries)} motion summaries but {len(metadata)} metadata records"

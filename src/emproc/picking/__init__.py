@@ -1,6 +1,12 @@
 """emproc.picking: template-free particle picking (LoG) and the optional crYOLO backend."""
 
-from emproc.picking.log_picker import LogPickerParams, PickingError, pick_log
-from emproc.picking.run import pick_micrograph_file
+from emproc.lazy import lazy_exports
 
-__all__ = ["LogPickerParams", "PickingError", "pick_log", "pick_micrograph_file"]
+_EXPORTS = {
+    "LogPickerParams": "log_picker",
+    "PickingError": "log_picker",
+    "pick_log": "log_picker",
+    "pick_micrograph_file": "run",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import starfile
-from matplotlib.collections import EllipseCollection
-from matplotlib.figure import Figure
 
 from emproc.io.atomic import atomic_path
 from emproc.io.micrograph import MicrographReadError
@@ -79,6 +77,10 @@ def write_pick_snapshot(
     max_size_px: int = 1024,
 ) -> None:
     """JPEG of the (binned, contrast-stretched) micrograph with a circle on every pick."""
+    # imported here: extraction reads coordinates from this module and draws nothing
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.figure import Figure
+
     factor = max(max(micrograph.shape) / max_size_px, 1.0)
     small, factor = fourier_bin(micrograph, factor)
     low, high = np.percentile(small, [1.0, 99.0])
