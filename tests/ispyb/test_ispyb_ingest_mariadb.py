@@ -339,3 +339,115 @@ def test_missing_visit_is_a_clear_error(mysql_url, spa_session):
         ingest(engine, mysql_url, output_dir, config)
     assert counts(engine)["DataCollection"] == 0
     engine.dispose()
+
+
+def _to_previous_structure(engine: sa.Engine, output_dir: Path) -> None:
+    """Rewrite a freshly ingested database into what emproc wrote before PATo's recipes: one
+    `emproc-spa` / `emproc-tomo` job per collection with a program per stage, no ice, foil
+    holes or tilt motion/CTF rows, and an id map of format 1."""
+    m = models
+    with engine.begin() as c:
+        spa_dc, tomo_dc = (
+            c.execute(
+                sa.select(m.DataCollection.dataCollectionId).order_by(
+                    m.DataCollection.dataCollectionId
+                )
+            )
+            .scalars()
+            .all()
+        )
+        tilt_motion = sa.select(m.MotionCorrection.motionCorrectionId).where(
+            m.MotionCorrection.dataCollectionId == tomo_dc
+        )
+        c.execute(
+            sa.delete(m.CTF).where(m.CTF.motionCorrectionId.in_(tilt_motion.scalar_subquery()))
+        )
+        c.execute(
+            sa.delete(m.MotionCorrection).where(m.MotionCorrection.dataCollectionId == tomo_dc)
+        )
+        c.execute(sa.delete(m.RelativeIceThickness))
+        c.execute(sa.update(m.Movie).values(foilHoleId=None))
+        for table in (m.FoilHole, m.GridSquare, m.Atlas):
+            c.execute(sa.delete(table))
+        c.execute(sa.update(m.DataCollectionGroup).values(experimentTypeId=None))
+
+        def old_job(dc_id: int, recipe: str, programs: list[str]) -> dict[str, int]:
+            job = c.execute(
+                sa.insert(m.ProcessingJob).values(
+                    dataCollectionId=dc_id, displayName="emproc", recipe=recipe, automatic=1,
+                    comments="emproc 0.1.0, parameters 0123456789abcdef",
+                )
+            ).inserted_primary_key[0]  # fmt: skip
+            return {
+                p: c.execute(
+                    sa.insert(m.AutoProcProgram).values(
+                        processingJobId=job, processingPrograms=p, processingStatus=1
+                    )
+                ).inserted_primary_key[0]
+                for p in programs
+            }
+
+        spa = old_job(spa_dc, "emproc-spa", ["motion", "ctf", "picking", "class2d"])
+        tomo = old_job(tomo_dc, "emproc-tomo", ["tomogram"])
+        c.execute(sa.update(m.MotionCorrection).values(autoProcProgramId=spa["motion"]))
+        c.execute(sa.update(m.CTF).values(autoProcProgramId=spa["ctf"]))
+        c.execute(sa.update(m.ParticlePicker).values(programId=spa["picking"]))
+        c.execute(sa.update(m.ParticleClassificationGroup).values(programId=spa["class2d"]))
+        c.execute(sa.update(m.Tomogram).values(autoProcProgramId=tomo["tomogram"]))
+        c.execute(sa.update(m.AutoProcProgramAttachment).values(autoProcProgramId=spa["motion"]))
+        new_programs = (
+            sa.select(m.AutoProcProgram.autoProcProgramId)
+            .join(m.ProcessingJob)
+            .where(m.ProcessingJob.recipe.like("em-%"))
+        )
+        new_jobs = sa.select(m.ProcessingJob.processingJobId).where(
+            m.ProcessingJob.recipe.like("em-%")
+        )
+        c.execute(
+            sa.delete(m.AutoProcProgram).where(
+                m.AutoProcProgram.autoProcProgramId.in_(new_programs.scalar_subquery())
+            )
+        )
+        c.execute(
+            sa.delete(m.ProcessingJobParameter).where(
+                m.ProcessingJobParameter.processingJobId.in_(new_jobs.scalar_subquery())
+            )
+        )
+        c.execute(sa.delete(m.ProcessingJob).where(m.ProcessingJob.recipe.like("em-%")))
+    id_map = output_dir / "ISPyB" / "ispyb_ids.json"
+    id_map.write_text(json.dumps({**json.loads(id_map.read_text()), "format_version": 1}))
+
+
+def test_rerun_on_a_database_of_the_previous_structure(mysql_engine, mysql_url, spa_session):
+    output_dir, config = spa_session
+    ingest(mysql_engine, mysql_url, output_dir, config)
+    fresh = counts(mysql_engine)
+    _to_previous_structure(mysql_engine, output_dir)
+    summary = ingest(mysql_engine, mysql_url, output_dir, config)
+    assert summary.units_ingested == UNITS  # the format-1 id map was set aside
+    found = counts(mysql_engine)
+    # same rows as a fresh ingest: nothing duplicated, the old job and programs are gone
+    assert {k: v for k, v in found.items() if k != "ProcessingJobParameter"} == {
+        k: v for k, v in fresh.items() if k != "ProcessingJobParameter"
+    }
+    with mysql_engine.connect() as c:
+        recipes = c.execute(sa.select(models.ProcessingJob.recipe)).scalars().all()
+        assert sorted(recipes) == [
+            "em-spa-class2d", "em-spa-preprocess", "em-tomo-align", "em-tomo-preprocess",
+        ]  # fmt: skip
+        owners = c.execute(
+            sa.select(models.ProcessingJob.recipe, sa.func.count())
+            .select_from(models.MotionCorrection)
+            .join(models.AutoProcProgram)
+            .join(models.ProcessingJob)
+            .group_by(models.ProcessingJob.recipe)
+        ).all()
+        assert dict(owners) == {"em-spa-preprocess": NUMBER_OF_MOVIES, "em-tomo-preprocess": 5}
+        assert (
+            c.execute(
+                sa.select(sa.func.count()).where(
+                    models.DataCollectionGroup.experimentTypeId.is_(None)
+                )
+            ).scalar()
+            == 0
+        )
