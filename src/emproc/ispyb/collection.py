@@ -318,16 +318,8 @@ def retire_superseded_jobs(
                 )
             ).scalars()
         )
-        connection.execute(
-            sa.delete(models.AutoProcProgramAttachment).where(
-                models.AutoProcProgramAttachment.autoProcProgramId.in_(empty)
-            )
-        )
-        connection.execute(
-            sa.delete(models.AutoProcProgram).where(
-                models.AutoProcProgram.autoProcProgramId.in_(empty)
-            )
-        )
+        for model in (models.AutoProcProgramAttachment, models.AutoProcProgram):
+            connection.execute(sa.delete(model).where(model.autoProcProgramId.in_(empty)))
         still_used = set(
             connection.execute(
                 sa.select(models.AutoProcProgram.processingJobId).where(
@@ -336,17 +328,8 @@ def retire_superseded_jobs(
             ).scalars()
         )
         retired = sorted(job_ids - still_used)
-        if retired:
-            connection.execute(
-                sa.delete(models.ProcessingJobParameter).where(
-                    models.ProcessingJobParameter.processingJobId.in_(retired)
-                )
-            )
-            connection.execute(
-                sa.delete(models.ProcessingJob).where(
-                    models.ProcessingJob.processingJobId.in_(retired)
-                )
-            )
+        for model in (models.ProcessingJobParameter, models.ProcessingJob):
+            connection.execute(sa.delete(model).where(model.processingJobId.in_(retired)))
         return len(retired)
 
     name = f"superseded jobs of collection {collection.data_collection_id}"

@@ -60,3 +60,17 @@ def known_or_found(
     if row_id is None and (attempt > 1 or look_up_unknown):
         row_id = find_id(connection, model, **natural_key)
     return row_id
+
+
+def upsert_known_or_found(
+    connection: sa.Connection,
+    known_ids: Mapping[str, Any],
+    name: str,
+    attempt: int,
+    model: Any,
+    natural_key: Mapping[str, Any],
+    values: Mapping[str, Any],
+) -> int:
+    """`known_or_found` (looking up unknown rows) then `upsert` with the key's columns set."""
+    row_id = known_or_found(connection, known_ids, name, attempt, True, model, **natural_key)
+    return upsert(connection, model, row_id, {**values, **natural_key})

@@ -32,7 +32,13 @@ from sqlalchemy.engine import Engine
 
 from emproc.chunks import movie_glob, movie_paths
 from emproc.ispyb.collection import CollectionIds, Recipe
-from emproc.ispyb.db import find_id, known_or_found, upsert, upsert_by_key
+from emproc.ispyb.db import (
+    find_id,
+    known_or_found,
+    upsert,
+    upsert_by_key,
+    upsert_known_or_found,
+)
 from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy, run_in_transaction
 from emproc.ispyb.rows import IngestInputError, nm, parse_timestamp, require
 from emproc.ispyb.run import IngestRun, read_json
@@ -277,43 +283,21 @@ def ingest_movie(
         )
         if motion_values is None:
             return ids
-        motion_id = known_or_found(
-            connection, known_ids, "motionCorrectionId", attempt, True,
-            models.MotionCorrection, movieId=ids["movieId"],
+        ids["motionCorrectionId"] = upsert_known_or_found(
+            connection, known_ids, "motionCorrectionId", attempt, models.MotionCorrection,
+            {"movieId": ids["movieId"]}, motion_values,
         )  # fmt: skip
-        ids["motionCorrectionId"] = upsert(
-            connection,
-            models.MotionCorrection,
-            motion_id,
-            {**motion_values, "movieId": ids["movieId"]},
-        )
+        of_motion = {"motionCorrectionId": ids["motionCorrectionId"]}
         if ice_values is not None:
-            ice_id = known_or_found(
-                connection, known_ids, "relativeIceThicknessId", attempt, True,
-                models.RelativeIceThickness, motionCorrectionId=ids["motionCorrectionId"],
+            ids["relativeIceThicknessId"] = upsert_known_or_found(
+                connection, known_ids, "relativeIceThicknessId", attempt,
+                models.RelativeIceThickness, of_motion,
+                {**ice_values, "autoProcProgramId": program_id},
             )  # fmt: skip
-            ids["relativeIceThicknessId"] = upsert(
-                connection,
-                models.RelativeIceThickness,
-                ice_id,
-                {
-                    **ice_values,
-                    "motionCorrectionId": ids["motionCorrectionId"],
-                    "autoProcProgramId": program_id,
-                },
+        if ctf_values is not None:
+            ids["ctfId"] = upsert_known_or_found(
+                connection, known_ids, "ctfId", attempt, models.CTF, of_motion, ctf_values
             )
-        if ctf_values is None:
-            return ids
-        ctf_id = known_or_found(
-            connection, known_ids, "ctfId", attempt, True,
-            models.CTF, motionCorrectionId=ids["motionCorrectionId"],
-        )  # fmt: skip
-        ids["ctfId"] = upsert(
-            connection,
-            models.CTF,
-            ctf_id,
-            {**ctf_values, "motionCorrectionId": ids["motionCorrectionId"]},
-        )
         return ids
 
     ids = run_in_transaction(engine, unit, f"movie {movie_name}", policy)
