@@ -106,11 +106,12 @@ def test_failures_become_the_ispyb_programs_status_and_message():
         {"motion": {MOVIES[1]: "TiffReadError: strip 3 is corrupt"}, "pick": {MOVIES[2]: "x"}},
         movies_ingested=5,
     )
-    status, message = outcomes["motion_correction"]
-    assert status == 1 and message.startswith("1 movie(s) failed: FoilHole_1_fractions: Tiff")
-    assert outcomes["particle_picking"][0] == 1 and "ctf" not in outcomes
+    # every per-movie stage is PATo's em-spa-preprocess job: one program, one message
+    status, message = outcomes["em-spa-preprocess"]
+    assert status == 1 and message.startswith("2 movie(s) failed: FoilHole_1_fractions: Tiff")
+    assert list(outcomes) == ["em-spa-preprocess"]
     many = {movie: "error " * 40 for movie in MOVIES}
-    status, message = stage_outcomes({"ctf": many}, movies_ingested=0)["ctf"]
+    status, message = stage_outcomes({"ctf": many}, movies_ingested=0)["em-spa-preprocess"]
     assert status == 0 and len(message) == 255 and message.endswith("...")
 
 

@@ -29,6 +29,8 @@ SUMMARY_KEYS = {
     "shifts_csv_path",
     "snapshot_path",
     "drift_plot_path",
+    "drift_json_path",
+    "relative_ice_thickness",
     "number_of_frames",
     "first_frame",
     "last_frame",
@@ -149,6 +151,9 @@ def test_motion_correct_movie_writes_every_output(tmp_path, movie_with_gain):
         assert handle.read(3) == b"\xff\xd8\xff"  # JPEG
     with open(outputs["drift_plot"], "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the drift as PATo reads it (cryoemservices' layout), in Angstrom
+    trace = json.loads(open(summary["drift_json_path"]).read())["data"][0]
+    np.testing.assert_allclose(np.c_[trace["x"], trace["y"]], relion * 1.06, atol=2e-3)
 
 
 def test_gain_in_the_wrong_orientation_is_caught_or_fails_alignment(tmp_path, movie_with_gain):

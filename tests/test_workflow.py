@@ -12,6 +12,7 @@ import pytest
 import starfile
 import yaml
 
+from emproc.ispyb.recipes.em_spa_preprocess import RECIPE as SPA_PREPROCESS
 from tests.workflow_helpers import job_counts, simulated_spa_run, snakemake
 
 STAGE_RULES = (
@@ -125,15 +126,14 @@ def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path)
     ).stdout
     assert "failed movies           1" in status
     assert broken.name in status  # the error names the file
-    # ISPyB: the two good movies have rows; the failure is the motion program's message
+    # ISPyB: the two good movies have rows; the failure is the preprocessing program's message
     database = sqlite3.connect(processed / "ispyb.sqlite")
     assert database.execute("SELECT COUNT(*) FROM CTF").fetchone()[0] == 2
     messages = dict(
         database.execute("SELECT processingPrograms, processingMessage FROM AutoProcProgram")
     )
     database.close()
-    assert messages["emproc motion correction"].startswith("1 movie(s) failed: " + broken.stem)
-    assert messages["emproc CTF estimation"] == "processing successful"
+    assert messages[SPA_PREPROCESS.program].startswith("1 movie(s) failed: " + broken.stem)
 
     # the whole file arrives (same mtime, so only the retry reruns its chunk's stages)
     broken.write_bytes(original)
@@ -156,4 +156,4 @@ def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path)
         database.execute("SELECT processingPrograms, processingMessage FROM AutoProcProgram")
     )
     database.close()
-    assert messages["emproc motion correction"] == "processing successful"
+    assert messages[SPA_PREPROCESS.program] == "processing successful"

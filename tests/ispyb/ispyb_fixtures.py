@@ -81,8 +81,8 @@ def write_spa_outputs(output_dir: Path, session_dir: Path, number_of_movies: int
                 "amplitude_contrast": 0.1,
                 "nominal_defocus_angstrom": 15000.0 + 1000.0 * i,
                 "timestamp": (START + datetime.timedelta(seconds=30 * i)).isoformat(),
-                "grid_square": "GridSquare_1",
-                "foil_hole": f"FoilHole_{100 + i}",
+                "grid_square": 1,
+                "foil_hole": 100 + i,
                 "detector": "K3",
                 "gain_reference": "",
                 "gain_rotation_deg": 0,
@@ -104,6 +104,16 @@ def write_spa_outputs(output_dir: Path, session_dir: Path, number_of_movies: int
                 "shifts_csv_path": str(motion_dir / f"{name}_shifts.csv"),
                 "snapshot_path": str(motion_dir / f"{name}.jpg"),
                 "drift_plot_path": str(motion_dir / f"{name}_drift.png"),
+                "drift_json_path": str(motion_dir / f"{name}_drift.json"),
+                "relative_ice_thickness": {
+                    "minimum": 0.1 + 0.1 * i,
+                    "q1": 0.2 + 0.1 * i,
+                    "median": 0.25 + 0.1 * i,
+                    "q3": 0.3 + 0.1 * i,
+                    "maximum": 0.4 + 0.1 * i,
+                    "tiles_used": 64,
+                    "tiles_opaque": 0,
+                },
                 "number_of_frames": 40,
                 "first_frame": 1,
                 "last_frame": 40,
@@ -177,41 +187,52 @@ def write_later_stage_outputs(output_dir: Path, session_dir: Path, number_of_mov
             ],
         },
     )
-    angles = [0.0, 3.0, -3.0, 6.0, -6.0]
-    _write(
-        output_dir / "Tomograms" / "Position_1" / "Position_1_tomo.json",
-        {
-            "tilt_series_name": "Position_1",
-            "tilt_series_path": str(session_dir / "Position_1.mdoc"),
-            "volume_path": str(output_dir / "Tomograms" / "Position_1.mrc"),
-            "stack_path": str(output_dir / "Tomograms" / "Position_1_aligned.mrcs"),
-            "denoised_volume_path": str(output_dir / "Tomograms" / "Position_1_denoised.mrc"),
-            "size_x_px": 1000,
-            "size_y_px": 1000,
-            "size_z_px": 256,
-            "pixel_spacing_angstrom": 8.0,
-            "tilt_axis_angle_deg": 85.0,
-            "tilt_angle_offset_deg": 0.5,
-            "residual_error_mean_angstrom": 12.0,
-            "residual_error_sd_angstrom": 3.0,
-            "thickness_angstrom": 2048.0,
-            "central_slice_image_path": str(output_dir / "Tomograms" / "Position_1_slice.jpg"),
-            "xy_shift_plot_path": str(output_dir / "Tomograms" / "Position_1_shifts.png"),
-            "total_dose_e_per_angstrom2": 15.0,
-            "tilts": [
-                {
-                    "movie_path": str(session_dir / f"Position_1_{k + 1:03d}[{a:.2f}].tiff"),
-                    "acquisition_number": k + 1,
-                    "tilt_angle_deg": a,
-                    "timestamp": f"2026-11-29T11:{k:02d}:00",
-                    "shift_x_px": 1.5 * k,
-                    "shift_y_px": -0.5 * k,
-                    "refined_tilt_angle_deg": a + 0.5,
-                    "refined_tilt_axis_deg": 84.5 + 0.1 * k,
-                    "refined_magnification": 1.0 + 0.001 * k,
-                    "residual_error_angstrom": 10.0 + k,
-                }
-                for k, a in enumerate(angles)
-            ],
-        },
+    write_tomo_summary(
+        output_dir / "Tomograms" / "Position_1" / "Position_1_tomo.json", session_dir
     )
+
+
+def write_tomo_summary(path: Path, session_dir: Path) -> dict[str, Any]:
+    """`Tomograms/{ts}/{ts}_tomo.json` as emproc.tomo.pipeline writes it: 5 used tilts of 6
+    (one dark), acquired 0, 3, -3, 6, -6 (dark), -6 degrees."""
+    name = path.name.removesuffix("_tomo.json")
+    base = path.parent / name
+    angles = [0.0, 3.0, -3.0, 6.0, -6.0, -6.0]
+    statuses = ["used", "used", "used", "used", "dark", "used"]
+    summary = {
+        "tilt_series_name": name,
+        "mdoc_path": str(session_dir / f"{name}.mdoc"),
+        "stack_path": f"{base}.st",
+        "tomogram_path": f"{base}_rec.mrc",
+        "xy_snapshot_path": f"{base}_xy.jpg",
+        "xz_snapshot_path": f"{base}_xz.jpg",
+        "slab_snapshot_path": f"{base}_slab.jpg",
+        "residual_plot_path": f"{base}_residuals.png",
+        "xy_shift_plot_path": f"{base}_xy_shifts.json",
+        "summary_path": str(path),
+        "tilt_axis_angle_deg": 85.0,
+        "alignment_residual_angstrom": 12.0,
+        "pixel_size_angstrom": 2.0,
+        "binning": 4,
+        "voxel_size_angstrom": 8.0,
+        "tomogram_shape_zyx": [256, 1000, 1000],
+        "tilts": [
+            {
+                "tilt_angle_deg": a,
+                "acquisition_index": k,
+                "movie_name": f"{name}_{k + 1:03d}[{a:.2f}].tiff",
+                "accumulated_dose_e_per_angstrom2": 3.0 * k,
+                "exposure_dose_e_per_angstrom2": 3.0,
+                "mean_counts": 10.0,
+                "defocus_angstrom": 30000.0 + 100 * k,
+                "ctf_estimated": True,
+                "ctf_fit_resolution_angstrom": 9.0 + k,
+                "motion_corrected": True,
+                "status": status,
+                "ctf_source": "tilt",
+            }
+            for k, (a, status) in enumerate(zip(angles, statuses, strict=True))
+        ],
+    }
+    _write(path, summary)
+    return summary

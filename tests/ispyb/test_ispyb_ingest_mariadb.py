@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 import ispyb.sqlalchemy as models
 import pytest
 import sqlalchemy as sa
-from ispyb_fixtures import NUMBER_OF_MOVIES, VISIT, movie_name
+from ispyb_fixtures import NUMBER_OF_MOVIES, START, VISIT, movie_name
 
 from emproc.ispyb.connect import DatabaseTarget
 from emproc.ispyb.ingest import VisitNotFoundError, ingest_output_dir
@@ -21,6 +22,7 @@ from emproc.ispyb.schema import init_db, schema_tables
 
 pytestmark = pytest.mark.mariadb
 
+UNITS = 2 * NUMBER_OF_MOVIES + 3
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay_s=0.05, max_delay_s=0.2)
 COUNTED = (
     "DataCollectionGroup",
@@ -32,6 +34,10 @@ COUNTED = (
     "Movie",
     "MotionCorrection",
     "CTF",
+    "RelativeIceThickness",
+    "Atlas",
+    "GridSquare",
+    "FoilHole",
     "ParticlePicker",
     "ParticleClassificationGroup",
     "ParticleClassification",
@@ -68,24 +74,28 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
         for index in table.indexes:
             assert found[index.name] == [c.name for c in index.columns]
     summary = ingest(mysql_engine, mysql_url, output_dir, config)
-    # 3 movies + 3 pickings + 1 class batch + 1 tomogram
-    assert summary.units_ingested == 2 * NUMBER_OF_MOVIES + 2
+    # 3 movies + 3 pickings + 1 class batch + the tilt series' tilts and tomogram
+    assert summary.units_ingested == UNITS
     assert counts(mysql_engine) == {
         "DataCollectionGroup": 2,
         "DataCollection": 2,
-        "ProcessingJob": 2,
+        "ProcessingJob": 4,  # em-spa-preprocess, em-spa-class2d, em-tomo-preprocess, -align
         "ProcessingJobParameter": counts(mysql_engine)["ProcessingJobParameter"],
-        "AutoProcProgram": 5,
+        "AutoProcProgram": 4,
         "AutoProcProgramAttachment": 2,
         "Movie": NUMBER_OF_MOVIES + 5,
-        "MotionCorrection": NUMBER_OF_MOVIES,
-        "CTF": NUMBER_OF_MOVIES,
+        "MotionCorrection": NUMBER_OF_MOVIES + 5,
+        "CTF": NUMBER_OF_MOVIES + 5,
+        "RelativeIceThickness": NUMBER_OF_MOVIES,
+        "Atlas": 1,
+        "GridSquare": 1,
+        "FoilHole": NUMBER_OF_MOVIES,
         "ParticlePicker": NUMBER_OF_MOVIES,
         "ParticleClassificationGroup": 1,
         "ParticleClassification": 4,
         "Tomogram": 1,
         "TiltImageAlignment": 5,
-        "ProcessedTomogram": 1,
+        "ProcessedTomogram": 0,
     }
     with mysql_engine.connect() as c:
         session_id = c.execute(sa.select(models.BLSession.sessionId)).scalar_one()
@@ -94,6 +104,7 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
         ).one()
         assert spa.SESSIONID == session_id and spa.numberOfImages == NUMBER_OF_MOVIES
         assert spa.voltage == 300 and spa.boxSize_CTF == 512 and spa.totalExposedDose == 40
+        assert spa.totalAbsorbedDose == 40 and spa.pixelSizeOnImage == pytest.approx(0.1)  # nm
         assert spa.particleDiameter == pytest.approx(15.0)  # nm, mean of 120 and 180 A
         assert spa.bgRadius == pytest.approx(24 * 4.0 / 10)  # 24 px of 4 A, in nm
         assert (spa.minDefocus, spa.maxDefocus) == (15000, 17000)
@@ -107,6 +118,7 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
             )
         ).one()
         assert group.experimentType == "EM" and group.sessionId == session_id
+        assert group.experimentTypeId == 37  # "Single Particle"
         keys = set(c.execute(sa.select(models.ProcessingJobParameter.parameterKey)).scalars())
         assert "ctf.box_size_px" in keys and not any(k.startswith("ispyb") for k in keys)
 
@@ -118,6 +130,11 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
             assert movie.dataCollectionId == spa.dataCollectionId
             assert movie.numberOfFrames == 40 and movie.fluence == pytest.approx(40.0)
             assert movie.nominalDefocus == pytest.approx(15000 + 1000 * i)
+            assert movie.createdTimeStamp == START + datetime.timedelta(seconds=30 * i)
+            hole = c.execute(
+                sa.select(models.FoilHole).where(models.FoilHole.foilHoleId == movie.foilHoleId)
+            ).one()
+            assert hole.foilHoleLabel == str(100 + i)
             motion = c.execute(
                 sa.select(models.MotionCorrection).where(
                     models.MotionCorrection.movieId == movie.movieId
@@ -128,7 +145,15 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
                 (10.0 + i) / 39, rel=1e-5
             )  # FLOAT column
             assert (motion.firstFrame, motion.lastFrame, motion.patchesUsedX) == (1, 40, 5)
-            assert motion.driftPlotFullPath.endswith(f"{name}_drift.png")
+            assert motion.imageNumber == i + 1  # acquisition order
+            assert motion.driftPlotFullPath.endswith(f"{name}_drift.json")
+            ice = c.execute(
+                sa.select(models.RelativeIceThickness).where(
+                    models.RelativeIceThickness.motionCorrectionId == motion.motionCorrectionId
+                )
+            ).one()
+            assert ice.median == pytest.approx(10000 * (0.25 + 0.1 * i))
+            assert ice.autoProcProgramId == motion.autoProcProgramId
             ctf = c.execute(
                 sa.select(models.CTF).where(
                     models.CTF.motionCorrectionId == motion.motionCorrectionId
@@ -139,6 +164,7 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
             assert ctf.astigmatismAngle == pytest.approx(30.0 + i)
             assert ctf.estimatedResolution == pytest.approx(4.0 + 0.5 * i)
             assert ctf.ccValue == pytest.approx(0.2 + 0.01 * i)
+            assert ctf.autoProcProgramId == motion.autoProcProgramId
             picker = c.execute(
                 sa.select(models.ParticlePicker).where(
                     models.ParticlePicker.firstMotionCorrectionId == motion.motionCorrectionId
@@ -146,6 +172,7 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
             ).one()
             assert picker.numberOfParticles == 100 + 10 * i
             assert picker.particleDiameter == pytest.approx(15.0)  # nm
+            assert picker.programId == motion.autoProcProgramId
 
         classes = c.execute(
             sa.select(models.ParticleClassification).order_by(
@@ -159,6 +186,8 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
         tomogram = c.execute(sa.select(models.Tomogram)).one()
         assert (tomogram.sizeX, tomogram.sizeY, tomogram.sizeZ) == (1000, 1000, 256)
         assert tomogram.residualErrorMean == pytest.approx(1.2)  # nm
+        assert tomogram.centralSliceImage == "Position_1_slab.jpg"  # in fileDirectory
+        assert tomogram.xyShiftPlot == "Position_1_xy_shifts.json"
         tilt_dc = c.execute(
             sa.select(models.DataCollection).where(
                 models.DataCollection.dataCollectionId == tomogram.dataCollectionId
@@ -177,8 +206,8 @@ def test_full_ingest_rows_and_values(mysql_engine, mysql_url, spa_session):
             .order_by(models.Movie.movieNumber)
         ).all()
         assert [t.angle for t in tilts] == [0, 3, -3, 6, -6]
-        assert [t.refinedTiltAngle for t in tilts] == pytest.approx([0.5, 3.5, -2.5, 6.5, -5.5])
-        assert tilts[4].refinedTiltAxis == pytest.approx(84.9)
+        assert [t.refinedTiltAngle for t in tilts] == pytest.approx([0, 3, -3, 6, -6])
+        assert tilts[4].refinedTiltAxis == pytest.approx(85.0)
     state = json.loads((output_dir / "ISPyB" / "ingest_state.json").read_text())
     assert state["session_id"] == session_id and state["units_total"] == summary.units_ingested
 
@@ -190,10 +219,10 @@ def test_rerun_adds_no_rows_and_a_changed_result_updates_its_row(
     ingest(mysql_engine, mysql_url, output_dir, config)
     before = counts(mysql_engine)
     again = ingest(mysql_engine, mysql_url, output_dir, config)
-    assert again.units_ingested == 0 and again.units_skipped == 2 * NUMBER_OF_MOVIES + 2
+    assert again.units_ingested == 0 and again.units_skipped == UNITS
     (output_dir / "ISPyB" / "ispyb_ids.json").unlink()  # rows found again by natural key
     replay = ingest(mysql_engine, mysql_url, output_dir, config)
-    assert replay.units_ingested == 2 * NUMBER_OF_MOVIES + 2
+    assert replay.units_ingested == UNITS
     assert counts(mysql_engine) == before
 
     ctf_path = output_dir / "CtfFind" / f"{movie_name(1)}_ctf.json"
@@ -205,7 +234,7 @@ def test_rerun_adds_no_rows_and_a_changed_result_updates_its_row(
     assert counts(mysql_engine) == before
     with mysql_engine.connect() as c:
         defoci = sorted(c.execute(sa.select(models.CTF.estimatedDefocus)).scalars())
-    assert defoci == pytest.approx([15000.0, 17000.0, 21500.0])
+    assert defoci[:3] == pytest.approx([15000.0, 17000.0, 21500.0])  # then the tilts
 
 
 def _kill_before_insert(engine: sa.Engine, server: sa.Engine, table: str, times: int):
@@ -247,8 +276,7 @@ def test_killed_connection_exhausts_retries_cleanly_then_is_retried(
     assert len(killed) == 2
     assert "transient error" in caplog.text
     found = counts(mysql_engine)
-    assert found["Movie"] == NUMBER_OF_MOVIES + 5
-    assert found["MotionCorrection"] == found["CTF"] == NUMBER_OF_MOVIES
+    assert found["Movie"] == found["MotionCorrection"] == found["CTF"] == NUMBER_OF_MOVIES + 5
 
 
 def test_forced_deadlock_is_retried(mysql_engine, mysql_url, spa_session, caplog):
@@ -311,3 +339,115 @@ def test_missing_visit_is_a_clear_error(mysql_url, spa_session):
         ingest(engine, mysql_url, output_dir, config)
     assert counts(engine)["DataCollection"] == 0
     engine.dispose()
+
+
+def _to_previous_structure(engine: sa.Engine, output_dir: Path) -> None:
+    """Rewrite a freshly ingested database into what emproc wrote before PATo's recipes: one
+    `emproc-spa` / `emproc-tomo` job per collection with a program per stage, no ice, foil
+    holes or tilt motion/CTF rows, and an id map of format 1."""
+    m = models
+    with engine.begin() as c:
+        spa_dc, tomo_dc = (
+            c.execute(
+                sa.select(m.DataCollection.dataCollectionId).order_by(
+                    m.DataCollection.dataCollectionId
+                )
+            )
+            .scalars()
+            .all()
+        )
+        tilt_motion = sa.select(m.MotionCorrection.motionCorrectionId).where(
+            m.MotionCorrection.dataCollectionId == tomo_dc
+        )
+        c.execute(
+            sa.delete(m.CTF).where(m.CTF.motionCorrectionId.in_(tilt_motion.scalar_subquery()))
+        )
+        c.execute(
+            sa.delete(m.MotionCorrection).where(m.MotionCorrection.dataCollectionId == tomo_dc)
+        )
+        c.execute(sa.delete(m.RelativeIceThickness))
+        c.execute(sa.update(m.Movie).values(foilHoleId=None))
+        for table in (m.FoilHole, m.GridSquare, m.Atlas):
+            c.execute(sa.delete(table))
+        c.execute(sa.update(m.DataCollectionGroup).values(experimentTypeId=None))
+
+        def old_job(dc_id: int, recipe: str, programs: list[str]) -> dict[str, int]:
+            job = c.execute(
+                sa.insert(m.ProcessingJob).values(
+                    dataCollectionId=dc_id, displayName="emproc", recipe=recipe, automatic=1,
+                    comments="emproc 0.1.0, parameters 0123456789abcdef",
+                )
+            ).inserted_primary_key[0]  # fmt: skip
+            return {
+                p: c.execute(
+                    sa.insert(m.AutoProcProgram).values(
+                        processingJobId=job, processingPrograms=p, processingStatus=1
+                    )
+                ).inserted_primary_key[0]
+                for p in programs
+            }
+
+        spa = old_job(spa_dc, "emproc-spa", ["motion", "ctf", "picking", "class2d"])
+        tomo = old_job(tomo_dc, "emproc-tomo", ["tomogram"])
+        c.execute(sa.update(m.MotionCorrection).values(autoProcProgramId=spa["motion"]))
+        c.execute(sa.update(m.CTF).values(autoProcProgramId=spa["ctf"]))
+        c.execute(sa.update(m.ParticlePicker).values(programId=spa["picking"]))
+        c.execute(sa.update(m.ParticleClassificationGroup).values(programId=spa["class2d"]))
+        c.execute(sa.update(m.Tomogram).values(autoProcProgramId=tomo["tomogram"]))
+        c.execute(sa.update(m.AutoProcProgramAttachment).values(autoProcProgramId=spa["motion"]))
+        new_programs = (
+            sa.select(m.AutoProcProgram.autoProcProgramId)
+            .join(m.ProcessingJob)
+            .where(m.ProcessingJob.recipe.like("em-%"))
+        )
+        new_jobs = sa.select(m.ProcessingJob.processingJobId).where(
+            m.ProcessingJob.recipe.like("em-%")
+        )
+        c.execute(
+            sa.delete(m.AutoProcProgram).where(
+                m.AutoProcProgram.autoProcProgramId.in_(new_programs.scalar_subquery())
+            )
+        )
+        c.execute(
+            sa.delete(m.ProcessingJobParameter).where(
+                m.ProcessingJobParameter.processingJobId.in_(new_jobs.scalar_subquery())
+            )
+        )
+        c.execute(sa.delete(m.ProcessingJob).where(m.ProcessingJob.recipe.like("em-%")))
+    id_map = output_dir / "ISPyB" / "ispyb_ids.json"
+    id_map.write_text(json.dumps({**json.loads(id_map.read_text()), "format_version": 1}))
+
+
+def test_rerun_on_a_database_of_the_previous_structure(mysql_engine, mysql_url, spa_session):
+    output_dir, config = spa_session
+    ingest(mysql_engine, mysql_url, output_dir, config)
+    fresh = counts(mysql_engine)
+    _to_previous_structure(mysql_engine, output_dir)
+    summary = ingest(mysql_engine, mysql_url, output_dir, config)
+    assert summary.units_ingested == UNITS  # the format-1 id map was set aside
+    found = counts(mysql_engine)
+    # same rows as a fresh ingest: nothing duplicated, the old job and programs are gone
+    assert {k: v for k, v in found.items() if k != "ProcessingJobParameter"} == {
+        k: v for k, v in fresh.items() if k != "ProcessingJobParameter"
+    }
+    with mysql_engine.connect() as c:
+        recipes = c.execute(sa.select(models.ProcessingJob.recipe)).scalars().all()
+        assert sorted(recipes) == [
+            "em-spa-class2d", "em-spa-preprocess", "em-tomo-align", "em-tomo-preprocess",
+        ]  # fmt: skip
+        owners = c.execute(
+            sa.select(models.ProcessingJob.recipe, sa.func.count())
+            .select_from(models.MotionCorrection)
+            .join(models.AutoProcProgram)
+            .join(models.ProcessingJob)
+            .group_by(models.ProcessingJob.recipe)
+        ).all()
+        assert dict(owners) == {"em-spa-preprocess": NUMBER_OF_MOVIES, "em-tomo-preprocess": 5}
+        assert (
+            c.execute(
+                sa.select(sa.func.count()).where(
+                    models.DataCollectionGroup.experimentTypeId.is_(None)
+                )
+            ).scalar()
+            == 0
+        )

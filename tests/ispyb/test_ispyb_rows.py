@@ -1,4 +1,4 @@
-"""Column mapping (units, adapters) and ingest of emproc.tomo's summary into SQLite."""
+"""Column mapping (units, relative image names) and ingest of emproc.tomo's summary into SQLite."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ispyb_fixtures import make_config
 
 from emproc.ispyb import rows
 from emproc.ispyb.ingest import ingest_output_dir
+from emproc.ispyb.recipes import em_spa_preprocess, em_tomo_align, em_tomo_preprocess
 
 
 def tomo_summary(output_dir, name="TS_01"):
@@ -46,11 +47,11 @@ def tomo_summary(output_dir, name="TS_01"):
 
 
 def test_units_follow_the_model_comments():
-    picker = rows.particle_picker_row(
+    picker = em_spa_preprocess.particle_picker_row(
         {"number_of_particles": 5, "particle_diameter_angstrom": 150.0}, "test"
     )
     assert picker["particleDiameter"] == pytest.approx(15.0)  # nm
-    ctf = rows.ctf_row(
+    ctf = em_spa_preprocess.ctf_row(
         {
             "defocus_u_angstrom": 12000.0,
             "defocus_v_angstrom": 11000.0,
@@ -65,17 +66,33 @@ def test_units_follow_the_model_comments():
     assert ctf["estimatedDefocus"] == 11500.0 and ctf["astigmatism"] == 1000.0
     assert ctf["boxSizeX"] == 512.0 and ctf["amplitudeContrast"] == 0.07
     with pytest.raises(rows.IngestInputError, match="test: required key 'astigmatism_angle_deg'"):
-        rows.ctf_row({"defocus_u_angstrom": 1, "defocus_v_angstrom": 1}, {}, None, "test")
+        em_spa_preprocess.ctf_row(
+            {"defocus_u_angstrom": 1, "defocus_v_angstrom": 1}, {}, None, "test"
+        )
     assert str(rows.parse_timestamp("2026-11-29T10:00:00+01:00", "t")) == "2026-11-29 09:00:00"
+    ice = em_spa_preprocess.ice_thickness_row(
+        {"relative_ice_thickness": dict(minimum=0.1, q1=0.2, median=0.3, q3=0.4, maximum=0.5)}
+    )
+    assert ice["median"] == pytest.approx(3000.0)  # 10^4 t/lambda, IceBreaker's scale
+    assert em_spa_preprocess.ice_thickness_row({"relative_ice_thickness": None}) is None
 
 
-def test_tomo_summary_adapter(tmp_path):
-    adapted = rows.tomogram_from_tomo_summary(tomo_summary(tmp_path), "/session", "test")
-    assert (adapted["size_x_px"], adapted["size_y_px"], adapted["size_z_px"]) == (512, 480, 128)
-    assert adapted["thickness_angstrom"] == 1024.0
-    assert [t["tilt_angle_deg"] for t in adapted["tilts"]] == [0.0, 3.0, 6.0]  # dark one dropped
-    assert adapted["tilts"][2]["movie_path"] == "/session/TS_01_003.tiff"
-    assert adapted["tilts"][2]["acquisition_number"] == 4
+def test_tomo_summary_rows(tmp_path):
+    summary = tomo_summary(tmp_path)
+    tilts = em_tomo_preprocess.used_tilts(summary, "/session", "test")
+    assert [t["tilt_angle_deg"] for t in tilts] == [0.0, 3.0, 6.0]  # dark one dropped
+    assert tilts[2]["movie_path"] == "/session/TS_01_003.tiff"  # beside the mdoc
+    assert tilts[2]["acquisition_number"] == 4
+    tomogram = em_tomo_align.tomogram_row(summary, "test")
+    assert (tomogram["sizeX"], tomogram["sizeY"], tomogram["sizeZ"]) == (512, 480, 128)
+    assert tomogram["thickness"] == pytest.approx(102.4)  # nm
+    # PATo serves fileDirectory + "/" + column
+    assert tomogram["fileDirectory"] == str(tmp_path / "Tomograms" / "TS_01")
+    assert (tomogram["centralSliceImage"], tomogram["projXZ"]) == ("TS_01_slab.jpg", "TS_01_xz.jpg")
+    assert tomogram["residualErrorSD"] is None  # not in today's _tomo.json
+    movie = em_tomo_preprocess.tilt_movie_row(tilts[1], "test")
+    assert movie["fluence"] == pytest.approx(6.0)  # 3 before + 3 of this exposure
+    assert em_tomo_preprocess.tilt_ctf_row({**tilts[1], "ctf_estimated": False}) is None
 
 
 def test_tomo_summary_is_ingested(tmp_path, monkeypatch):
@@ -86,7 +103,7 @@ def test_tomo_summary_is_ingested(tmp_path, monkeypatch):
     summary_path.write_text(json.dumps(tomo_summary(output_dir)))
     config = make_config(tmp_path / "session", output_dir)
     result = ingest_output_dir(output_dir, config)
-    assert result.units_ingested == 1
+    assert result.units_ingested == 2  # the tilts (em-tomo-preprocess), the tomogram
     engine = sa.create_engine(f"sqlite:///{output_dir / 'ispyb.sqlite'}")
     with engine.connect() as c:
         tomogram = c.execute(sa.select(models.Tomogram)).one()

@@ -43,5 +43,5 @@ def test_cli_init_db_and_ingest(spa_session, tmp_path, monkeypatch, capsys):
     config["ispyb"]["embedded_url"] = f"sqlite:///{database}"
     (output_dir / "config_used.yaml").write_text(yaml.safe_dump(config))
     run_cli("ispyb", "ingest", str(output_dir))
-    assert "8 units written" in capsys.readouterr().out
-    assert ctf_count(database) == NUMBER_OF_MOVIES
+    assert "9 units written" in capsys.readouterr().out
+    assert ctf_count(database) == NUMBER_OF_MOVIES + 5  # and the 5 used tilts

@@ -25,7 +25,7 @@ def test_embedded_sqlite_has_the_models_tables_and_columns(spa_session, monkeypa
     output_dir, config = spa_session
     monkeypatch.delenv("ISPYB_CREDENTIALS", raising=False)
     summary = ingest_output_dir(output_dir, config)
-    assert summary.database.startswith("sqlite:///") and summary.units_ingested == 8
+    assert summary.database.startswith("sqlite:///") and summary.units_ingested == 9
     engine = sa.create_engine(f"sqlite:///{output_dir / 'ispyb.sqlite'}")
     inspector = sa.inspect(engine)
     tables = schema_tables()
@@ -37,7 +37,7 @@ def test_embedded_sqlite_has_the_models_tables_and_columns(spa_session, monkeypa
     with engine.connect() as c:
         assert (
             c.execute(sa.select(sa.func.count()).select_from(models.CTF)).scalar()
-            == NUMBER_OF_MOVIES
+            == NUMBER_OF_MOVIES + 5  # and the tilt series' 5 used tilts
         )
         assert c.execute(sa.select(models.Movie.createdTimeStamp)).first()[0] is not None
     again = ingest_output_dir(output_dir, config)

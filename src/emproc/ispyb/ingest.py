@@ -1,31 +1,45 @@
-"""Ingest an emproc output directory into ISPyB: find the units, skip unchanged ones.
+"""Ingest an emproc output directory into ISPyB: find the collections and hand each recipe
+its files (`emproc.ispyb.recipes`, one module per processing job PATo shows).
 
-Reads the files of docs/architecture.md (Import, MotionCorr, CtfFind, where
-`emproc.chunks.movie_paths` puts them) and of the later stages (paths below, proposed in
-docs/ispyb.md), hashes each unit's inputs, and hands new or changed units to
-`emproc.ispyb.units`. Linear in the number of movies.
+SPA: one collection for the session's movies, with an em-spa-preprocess job and, when 2D
+batches exist, an em-spa-class2d job. Tomography: one collection per tilt series
+(`Tomograms/{ts}/{ts}_tomo.json`) with em-tomo-preprocess and em-tomo-align jobs. Unchanged
+units are skipped (`IngestRun.unit`); linear in the number of movies.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ispyb.sqlalchemy as models
 import mrcfile
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from emproc.chunks import movie_glob, movie_paths
+from emproc.chunks import movie_paths
 from emproc.io.atomic import write_json_atomic
 from emproc.ispyb import rows
+from emproc.ispyb.collection import (
+    CollectionIds,
+    Recipe,
+    VisitNotFoundError,
+    ensure_collection,
+    find_visit_session,
+    processing_parameters,
+    retire_superseded_jobs,
+)
 from emproc.ispyb.connect import DatabaseTarget, open_engine, resolve_target
-from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy, run_in_transaction
+from emproc.ispyb.recipes import (
+    em_spa_class2d,
+    em_spa_preprocess,
+    em_tomo_align,
+    em_tomo_preprocess,
+)
+from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy
+from emproc.ispyb.run import IngestRun, read_json
 from emproc.ispyb.state import (
     STATE_DIR,
     SUMMARY_FILE,
@@ -34,30 +48,13 @@ from emproc.ispyb.state import (
     load_id_map,
     save_id_map,
 )
-from emproc.ispyb.units import (
-    SPA_STAGES,
-    TOMO_STAGES,
-    CollectionIds,
-    VisitNotFoundError,
-    ensure_collection,
-    find_visit_session,
-    ingest_class2d_batch,
-    ingest_particle_picking,
-    ingest_spa_movie,
-    ingest_tomogram,
-    processing_parameters,
-)
 
 __all__ = ["IngestInputError", "IngestSummary", "VisitNotFoundError", "ingest_output_dir"]
 
 log = logging.getLogger(__name__)
 
-# Files of later stages, relative to the output directory
-PICKING_GLOB = movie_glob("pick", "summary")
-CLASS2D_GLOB = "Class2D/batch_*/summary.json"  # emproc.classify
-TOMOGRAM_GLOB = "Tomograms/*/*_tomo.json"  # written by emproc.tomo.pipeline
-
-Done = Callable[[str, str, dict[str, Any]], None]
+SPA_RECIPES = (em_spa_preprocess.RECIPE, em_spa_class2d.RECIPE)
+TOMO_RECIPES = (em_tomo_preprocess.RECIPE, em_tomo_align.RECIPE)
 
 
 class IngestInputError(rows.IngestInputError):
@@ -75,20 +72,16 @@ class IngestSummary:
     state_path: Path
 
 
-# emproc stage -> the ISPyB stage (AutoProcProgram) its failures are reported under
+# emproc stage -> the recipe (its AutoProcProgram) its failures are reported under
 FAILURE_PROGRAMS = {
-    "import": "motion_correction",
-    "motion": "motion_correction",
-    "ctf": "ctf",
-    "pick": "particle_picking",
-    "extract": "particle_picking",
+    stage: em_spa_preprocess.RECIPE.name for stage in ("import", "motion", "ctf", "pick", "extract")
 }
 
 
 def stage_outcomes(
     failures: Mapping[str, Mapping[str, str]], movies_ingested: int
 ) -> dict[str, tuple[int, str]]:
-    """(processingStatus, processingMessage) per ISPyB stage that had failed movies.
+    """(processingStatus, processingMessage) per recipe that had failed movies.
 
     Status 0 only when no movie got through at all; the message counts the failures and
     names the first ones (the column holds 255 characters; `emproc status` has them all).
@@ -106,18 +99,6 @@ def stage_outcomes(
             message = message[:252] + "..."
         outcomes[program] = (0 if movies_ingested == 0 else 1, message)
     return outcomes
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise IngestInputError(f"{path}: file is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IngestInputError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise IngestInputError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
 
 
 def _image_size_px(micrograph_path: str | None) -> tuple[int, int] | None:
@@ -150,12 +131,11 @@ def ingest_output_dir(
     """Ingest everything under `output_dir` that changed since the last ingest.
 
     `failures` (`{emproc stage: {movie: error}}`, from the chunk manifests) become the
-    processing status and message of the stage's AutoProcProgram.
+    processing status and message of the em-spa-preprocess program.
 
     The database is `engine` if given, else `target`, else the one `resolve_target` picks
-    from the config (embedded SQLite is created and seeded). Linear in the number of movies:
-    each unit's inputs are hashed once and unchanged units are skipped without a query.
-    Writes `ISPyB/ispyb_ids.json` (also when a unit fails) and `ISPyB/ingest_state.json`.
+    from the config (embedded SQLite is created and seeded). Writes `ISPyB/ispyb_ids.json`
+    (also when a unit fails) and `ISPyB/ingest_state.json`.
     """
     output_dir = Path(output_dir)
     visit_name = str(config["session"]["visit"])
@@ -168,37 +148,23 @@ def ingest_output_dir(
     session_id = find_visit_session(engine, visit_name, policy)
     if id_map.session_id != session_id:
         id_map = IdMap(database=target.masked_url, visit=visit_name, session_id=session_id)
-    counts = {"ingested": 0, "skipped": 0}
-
-    def done(key: str, digest: str, ids: dict[str, Any]) -> None:
-        id_map.record(key, digest, ids)
-        counts["ingested"] += 1
-
+    run = IngestRun(engine, output_dir, config, session_id, id_map, policy)
     movie_names = list(movies) if movies is not None else discover_movies(output_dir)
     try:
         if movie_names:
-            _ingest_spa(
-                engine,
-                output_dir,
-                config,
-                session_id,
-                movie_names,
-                id_map,
-                done,
-                counts,
-                policy,
-                stage_outcomes(failures or {}, len(movie_names)),
-            )
-        for path in sorted(output_dir.glob(TOMOGRAM_GLOB)):
-            _ingest_tomogram_file(
-                engine, output_dir, config, session_id, path, id_map, done, counts, policy
-            )
+            _ingest_spa(run, movie_names, stage_outcomes(failures or {}, len(movie_names)))
+        for path in sorted(output_dir.glob(em_tomo_preprocess.SUMMARY_GLOB)):
+            _ingest_tilt_series(run, path)
     finally:
         # once, not per unit (that would be quadratic); a failed run keeps its finished units
         save_id_map(output_dir, id_map)
     state_path = output_dir / STATE_DIR / SUMMARY_FILE
     summary = IngestSummary(
-        target.masked_url, session_id, counts["ingested"], counts["skipped"], state_path
+        target.masked_url,
+        session_id,
+        run.counts["ingested"],
+        run.counts["skipped"],
+        state_path,
     )
     write_json_atomic(
         state_path,
@@ -222,228 +188,112 @@ def ingest_output_dir(
 
 
 def _ingest_spa(
-    engine: Engine,
-    output_dir: Path,
-    config: Mapping[str, Any],
-    session_id: int,
+    run: IngestRun,
     movie_names: Sequence[str],
-    id_map: IdMap,
-    done: Done,
-    counts: dict[str, int],
-    policy: RetryPolicy,
     outcomes: Mapping[str, tuple[int, str]] | None = None,
 ) -> None:
-    paths = {
-        name: (
-            movie_paths(output_dir, "import", name)["metadata"],
-            movie_paths(output_dir, "motion", name)["summary"],
-            movie_paths(output_dir, "ctf", name)["summary"],
-        )
-        for name in movie_names
+    """The session's SPA collection, then each SPA recipe's rows."""
+    output_dir = run.output_dir
+    imports = {
+        name: read_json(movie_paths(output_dir, "import", name)["metadata"]) for name in movie_names
     }
-    imports = {name: _read_json(p[0]) for name, p in paths.items()}
-    first_motion = next((p[1] for p in paths.values() if p[1].is_file()), None)
-    motion0 = _read_json(first_motion) if first_motion else {}
+    first_motion = next(
+        (
+            path
+            for name in movie_names
+            if (path := movie_paths(output_dir, "motion", name)["summary"]).is_file()
+        ),
+        None,
+    )
+    motion0 = read_json(first_motion) if first_motion else {}
     snapshots = []
     for name in movie_names[:4]:
         snapshot = movie_paths(output_dir, "motion", name)["snapshot"]
         if snapshot.is_file():
             snapshots.append(str(snapshot.resolve()))
     data_collection = rows.spa_data_collection_row(
-        config,
+        run.config,
         list(imports.values()),
         snapshots,
         motion0.get("number_of_frames"),
         _image_size_px(motion0.get("micrograph_path")),
     )
+    preprocess = em_spa_preprocess.RECIPE.name
     attachments = [
-        (stage, kind, str((output_dir / name).resolve()))
-        for stage, kind, name in (
-            ("motion_correction", "Input", "config_used.yaml"),
-            ("motion_correction", "Result", "corrected_micrographs.star"),
-            ("ctf", "Result", "micrographs_ctf.star"),
+        (preprocess, kind, str((output_dir / name).resolve()))
+        for kind, name in (
+            ("Input", "config_used.yaml"),
+            ("Result", "corrected_micrographs.star"),
+            ("Result", "micrographs_ctf.star"),
         )
         if (output_dir / name).is_file()
     ]
-    collection = _collection(
-        engine,
-        session_id,
-        "spa",
-        "EM",
-        data_collection,
-        config,
-        SPA_STAGES,
-        attachments,
-        id_map,
-        policy,
-        outcomes,
-    )
-    collection_digest = content_hash([], collection.to_json())
+    recipes = [em_spa_preprocess.RECIPE]
+    if em_spa_class2d.batch_files(output_dir):
+        recipes.append(em_spa_class2d.RECIPE)
+    collection = _collection(run, "spa", "spa", data_collection, recipes, attachments, outcomes)
+    first_picker = em_spa_preprocess.ingest(run, collection, movie_names, imports)
+    if em_spa_class2d.RECIPE in recipes:
+        em_spa_class2d.ingest(run, collection, first_picker)
+    retire_superseded_jobs(run.engine, collection, run.policy)
 
-    # one query for all Movie ids of the collection, so units new to the id map are matched
-    # by natural key without a query each (ingest stays linear in the number of movies)
-    def read_movies(connection: sa.Connection, _: int) -> dict[str, tuple[int, int | None]]:
-        query = sa.select(
-            models.Movie.movieFullPath, models.Movie.movieId, models.Movie.movieNumber
-        ).where(models.Movie.dataCollectionId == collection.data_collection_id)
-        return {
-            row.movieFullPath: (row.movieId, row.movieNumber) for row in connection.execute(query)
-        }
 
-    existing = run_in_transaction(engine, read_movies, "reading the collection's movies", policy)
-    numbers = [n for _, n in existing.values() if n] + [
-        u["ids"].get("movieNumber", 0) for k, u in id_map.units.items() if k.startswith("movie:")
+def _ingest_tilt_series(run: IngestRun, path: Path) -> None:
+    """One tilt series' collection, then its tilts and its tomogram."""
+    summary = read_json(path)
+    session_dir = run.config.get("session", {}).get("session_dir", "")
+    name = str(rows.require(summary, "tilt_series_name", str(path)))
+    tilts = em_tomo_preprocess.used_tilts(summary, session_dir, str(path))
+    data_collection = rows.tilt_series_data_collection_row(run.config, summary, tilts, str(path))
+    attachments = [
+        (em_tomo_align.RECIPE.name, "Graph", str(summary[key]))
+        for key in ("residual_plot_path",)
+        if summary.get(key)
     ]
-    next_number = max(numbers, default=0) + 1
-    for name in movie_names:
-        import_path, motion_path, ctf_path = paths[name]
-        present = [p if p.is_file() else None for p in (import_path, motion_path, ctf_path)]
-        key = f"movie:{name}"
-        digest = content_hash(present, collection_digest)
-        if id_map.is_current(key, digest):
-            counts["skipped"] += 1
-            continue
-        known = id_map.unit_ids(key)
-        movie_path = str(imports[name].get("movie_path"))
-        if "movieId" not in known:
-            known["movieId"], known["movieNumber"] = existing.get(movie_path, (None, None))
-        movie_number = known.get("movieNumber")
-        if not movie_number:
-            movie_number, next_number = next_number, next_number + 1
-        ids = ingest_spa_movie(
-            engine,
-            collection,
-            imports[name],
-            _read_json(motion_path) if present[1] else None,
-            _read_json(ctf_path) if present[2] else None,
-            config,
-            movie_number,
-            known,
-            policy,
-        )
-        done(key, digest, {**ids, "movieNumber": movie_number})
-
-    picker_for_batches = None
-    for path in sorted(output_dir.glob(PICKING_GLOB)):
-        picking = _read_json(path)
-        movie = str(rows.require(picking, "movie_name", str(path)))
-        motion_ids = id_map.unit_ids(f"movie:{movie}")
-        if "motionCorrectionId" not in motion_ids:
-            raise IngestInputError(f"{path}: movie {movie} has no ingested motion correction")
-        key = f"picking:{movie}"
-        digest = content_hash([path], [collection_digest, motion_ids["motionCorrectionId"]])
-        if id_map.is_current(key, digest):
-            counts["skipped"] += 1
-        else:
-            done(
-                key,
-                digest,
-                ingest_particle_picking(
-                    engine,
-                    collection,
-                    picking,
-                    motion_ids["motionCorrectionId"],
-                    id_map.unit_ids(key),
-                    policy,
-                ),
-            )
-        picker_for_batches = picker_for_batches or id_map.unit_ids(key)["particlePickerId"]
-
-    for path in sorted(output_dir.glob(CLASS2D_GLOB)):
-        batch = _read_json(path)
-        key = f"class2d:{rows.require(batch, 'batch_number', str(path))}"
-        digest = content_hash([path], [collection_digest, picker_for_batches])
-        if id_map.is_current(key, digest):
-            counts["skipped"] += 1
-            continue
-        done(
-            key,
-            digest,
-            ingest_class2d_batch(
-                engine,
-                collection,
-                batch,
-                picker_for_batches,
-                id_map.unit_ids(key),
-                policy,
-            ),
-        )
+    collection = _collection(
+        run, f"tomo:{name}", "tomo", data_collection, list(TOMO_RECIPES), attachments
+    )
+    movie_ids = em_tomo_preprocess.ingest(run, collection, path, summary, tilts)
+    em_tomo_align.ingest(run, collection, path, summary, tilts, movie_ids)
+    retire_superseded_jobs(run.engine, collection, run.policy)
 
 
 def _collection(
-    engine: Engine,
-    session_id: int,
+    run: IngestRun,
     key: str,
-    experiment_type: str,
+    kind: str,
     data_collection: Mapping[str, Any],
-    config: Mapping[str, Any],
-    stages: Mapping[str, str],
+    recipes: Sequence[Recipe],
     attachments: Sequence[tuple[str, str, str]],
-    id_map: IdMap,
-    policy: RetryPolicy,
     outcomes: Mapping[str, tuple[int, str]] | None = None,
 ) -> CollectionIds:
-    """The collection's ids, written only when its rows, parameters or outcomes changed."""
+    """The collection's ids, written only when its rows, recipes, parameters or outcomes
+    changed."""
     digest = content_hash(
-        [], [data_collection, processing_parameters(config), attachments, outcomes or {}]
+        [],
+        [
+            data_collection,
+            [r.name for r in recipes],
+            processing_parameters(run.config),
+            attachments,
+            outcomes or {},
+        ],
     )
-    stored = id_map.collections.get(key)
+    stored = run.id_map.collections.get(key)
     if stored and stored.get("hash") == digest:
         return CollectionIds.from_json(stored["ids"])
     known = CollectionIds.from_json(stored["ids"]) if stored else None
     collection = ensure_collection(
-        engine,
-        session_id,
-        experiment_type,
+        run.engine,
+        run.session_id,
+        kind,
         data_collection,
-        config,
-        stages,
+        run.config,
+        recipes,
         attachments,
         known,
-        policy,
+        run.policy,
         outcomes,
     )
-    id_map.collections[key] = {"hash": digest, "ids": collection.to_json()}
+    run.id_map.collections[key] = {"hash": digest, "ids": collection.to_json()}
     return collection
-
-
-def _ingest_tomogram_file(
-    engine: Engine,
-    output_dir: Path,
-    config: Mapping[str, Any],
-    session_id: int,
-    path: Path,
-    id_map: IdMap,
-    done: Done,
-    counts: dict[str, int],
-    policy: RetryPolicy,
-) -> None:
-    tomogram = _read_json(path)
-    if "volume_path" not in tomogram:  # emproc.tomo's summary, not yet the ingest dict
-        session_dir = config.get("session", {}).get("session_dir", "")
-        tomogram = rows.tomogram_from_tomo_summary(tomogram, session_dir, str(path))
-    name = str(rows.require(tomogram, "tilt_series_name", str(path)))
-    data_collection = rows.tilt_series_data_collection_row(config, tomogram, str(path))
-    attachments = [
-        ("tomogram", "Graph", str(tomogram[key]))
-        for key in ("xy_shift_plot_path", "residual_plot_path")
-        if tomogram.get(key)
-    ]
-    collection = _collection(
-        engine,
-        session_id,
-        f"tomo:{name}",
-        "tomo",
-        data_collection,
-        config,
-        TOMO_STAGES,
-        attachments,
-        id_map,
-        policy,
-    )
-    key = f"tomogram:{name}"
-    digest = content_hash([path], collection.to_json())
-    if id_map.is_current(key, digest):
-        counts["skipped"] += 1
-        return
-    done(key, digest, ingest_tomogram(engine, collection, tomogram, id_map.unit_ids(key), policy))

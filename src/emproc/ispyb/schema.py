@@ -1,7 +1,8 @@
-"""The ISPyB table subset emproc writes, created from the published `ispyb.sqlalchemy` models.
+"""The ISPyB table subset emproc writes and PATo reads, created from the published
+`ispyb.sqlalchemy` models (schema 5.2.0, the version `lims-utils` models for PATo).
 
-The subset is the EM tables plus everything they reference by foreign key (56 tables) and the
-class-to-initial-model link table. MariaDB gets the models' own DDL; SQLite gets a metadata
+The subset is the EM tables, the tables PATo joins (permissions, experiment types, atlas,
+attachments, B-factor fits) plus everything they reference by foreign key. MariaDB gets the models' own DDL; SQLite gets a metadata
 copy whose MySQL-only types and server defaults are rewritten in `_sqlite_metadata` (the one
 place that adapts them), so the embedded database has the same tables and columns.
 """
@@ -18,12 +19,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateTable
 
-# Tables emproc writes to (or reads the visit from); the subset adds their FK closure.
+# Tables emproc writes to or PATo reads (or the visit comes from); the subset adds their
+# foreign-key closure.
 EM_TABLES: tuple[str, ...] = (
     "Person",
     "Proposal",
     "BLSession",
+    "ProposalHasPerson",
+    "Session_has_Person",
+    "ExperimentType",
     "DataCollectionGroup",
+    "Atlas",
+    "GridSquare",
+    "FoilHole",
+    "DataCollectionFileAttachment",
     "DataCollection",
     "ProcessingJob",
     "ProcessingJobParameter",
@@ -38,10 +47,16 @@ EM_TABLES: tuple[str, ...] = (
     "ParticleClassification",
     "CryoemInitialModel",
     "ParticleClassification_has_CryoemInitialModel",
+    "BFactorFit",
     "Tomogram",
     "TiltImageAlignment",
     "ProcessedTomogram",
 )
+
+# ISPyB's standard ExperimentType rows for EM (ids as in Diamond's database and murfey)
+EXPERIMENT_TYPES: dict[str, int] = {"Tomography": 36, "Single Particle": 37}
+# PATo lists sessions on beamlines named m% (microscopes) or b24%: seeded visits use one
+SEED_BEAMLINE = "m01"
 
 _VISIT_PATTERN = re.compile(r"^(?P<code>[a-z]{2})(?P<number>[0-9]+)-(?P<visit>[0-9]+)$")
 
@@ -151,15 +166,39 @@ def _create_table_with_keys(table: sa.Table, dialect: sa.Dialect) -> str:
     return columns.rstrip() + ",\n\t" + ",\n\t".join(keys) + closing + options
 
 
+def ensure_experiment_types(connection: sa.Connection) -> None:
+    """Add the standard EM ExperimentType rows a test or demo database lacks."""
+    table = models.ExperimentType.__table__
+    present = set(connection.execute(sa.select(table.c.name)).scalars())
+    for name, type_id in EXPERIMENT_TYPES.items():
+        if name not in present:
+            connection.execute(
+                sa.insert(table).values(
+                    experimentTypeId=type_id, name=name, proposalType="em", active=1
+                )
+            )
+
+
 def ensure_visit(engine: Engine, visit_name: str) -> int:
     """Create Person, Proposal and BLSession for `visit_name` if missing; return the sessionId.
 
-    For test and demo databases only: production ingest never creates visits.
+    Also seeds the EM ExperimentType rows. The BLSession's beamline is `SEED_BEAMLINE` (PATo
+    lists only microscope sessions); a visit seeded by an earlier emproc on beamline `emproc`
+    is moved there. For test and demo databases only: production ingest never creates visits.
     """
     visit = parse_visit(visit_name)
     with engine.begin() as connection:
+        ensure_experiment_types(connection)
         existing = find_session_id(connection, visit)
         if existing is not None:
+            connection.execute(
+                sa.update(models.BLSession)
+                .where(
+                    models.BLSession.sessionId == existing,
+                    models.BLSession.beamLineName == "emproc",
+                )
+                .values(beamLineName=SEED_BEAMLINE)
+            )
             return existing
         proposal_id = connection.execute(
             sa.select(models.Proposal.proposalId).where(
@@ -188,7 +227,7 @@ def ensure_visit(engine: Engine, visit_name: str) -> int:
             sa.insert(models.BLSession).values(
                 proposalId=proposal_id,
                 visit_number=visit.visit_number,
-                beamLineName="emproc",
+                beamLineName=SEED_BEAMLINE,
                 startDate=now,
                 endDate=now + datetime.timedelta(days=1),
                 comments="seeded by emproc",
@@ -242,6 +281,8 @@ def init_db(url: str, seed_visit: str | None = None) -> Engine:
     """
     engine = make_engine(url)
     create_schema(engine)
+    with engine.begin() as connection:
+        ensure_experiment_types(connection)
     if seed_visit:
         ensure_visit(engine, seed_visit)
     return engine

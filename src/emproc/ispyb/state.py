@@ -22,7 +22,10 @@ from emproc.io.atomic import write_json_atomic, write_text_atomic
 STATE_DIR = "ISPyB"
 ID_MAP_FILE = "ispyb_ids.json"
 SUMMARY_FILE = "ingest_state.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# version 1: one `emproc-spa`/`emproc-tomo` job per collection (before PATo's recipes); its
+# ids are of the old structure, so such a map starts empty and rows are matched by natural key
+_SUPERSEDED_FORMATS = (1,)
 
 
 class IngestStateError(ValueError):
@@ -77,6 +80,8 @@ def load_id_map(output_dir: str | os.PathLike[str], database: str, visit: str) -
             f"ISPyB id mapping {path} is unreadable ({error}); delete it to re-match rows by "
             "natural key"
         ) from None
+    if isinstance(data, dict) and data.get("format_version") in _SUPERSEDED_FORMATS:
+        return IdMap(database=database, visit=visit)
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise IngestStateError(f"ISPyB id mapping {path} has an unknown format")
     if data.get("database") != database or data.get("visit") != visit:

@@ -18,7 +18,9 @@ import numpy as np
 from emproc.io.atomic import atomic_path, write_json_atomic
 from emproc.io.gain import load_defect_map, load_gain_reference
 from emproc.io.movie import MovieError, movie_header, read_movie
+from emproc.io.plot_json import write_xy_json
 from emproc.motion.correct import MotionCorrectionError, MotionResult, motion_correct
+from emproc.motion.ice import IceThicknessError, relative_ice_thickness
 
 MOTION_PARAMETERS = (
     "patches_x",
@@ -65,6 +67,11 @@ class MotionOutputs:
     summary: str
     snapshot: str
     drift_plot: str
+
+    @property
+    def drift_json(self) -> str:
+        """The drift as PATo reads it (`{movie}_drift.json` beside the PNG)."""
+        return os.fspath(Path(self.drift_plot).with_suffix(".json"))
 
     @classmethod
     def from_any(cls, outputs: MotionOutputs | dict | Any) -> MotionOutputs:
@@ -243,6 +250,20 @@ def motion_correct_movie(
         outputs.snapshot,
     )
     write_drift_plot(result.shifts_px, pixel_size, outputs.drift_plot, title=str(movie_name))
+    drift_angstrom = np.asarray(result.shifts_px) * pixel_size
+    write_xy_json(
+        drift_angstrom[:, 0],
+        drift_angstrom[:, 1],
+        outputs.drift_json,
+        x_label="drift x (A)",
+        y_label="drift y (A)",
+    )
+    try:
+        # counts a pixel gets over vacuum from the frames summed: dose x pixel area
+        vacuum_counts = dose * result.number_of_frames * pixel_size**2
+        ice = relative_ice_thickness(result.aligned_sum, vacuum_counts).to_dict()
+    except IceThicknessError:
+        ice = None  # e.g. an opaque micrograph: no ice figure, the rest stands
     summary = {
         "movie_name": movie_name,
         "micrograph_path": outputs.micrograph,
@@ -253,6 +274,8 @@ def motion_correct_movie(
         "shifts_csv_path": outputs.shifts_csv,
         "snapshot_path": outputs.snapshot,
         "drift_plot_path": outputs.drift_plot,
+        "drift_json_path": outputs.drift_json,
+        "relative_ice_thickness": ice,
         "number_of_frames": result.number_of_frames,
         "first_frame": 1,
         "last_frame": result.number_of_frames,

@@ -7,10 +7,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import mrcfile
+import numpy as np
 import pandas as pd
 
 from emproc.io.atomic import atomic_path, write_json_atomic
 from emproc.io.mdoc import TiltSeriesMetadata, read_tilt_series_mdoc
+from emproc.io.plot_json import write_xy_json
 from emproc.tomo.align import AlignmentParams, align_tilt_series
 from emproc.tomo.outputs import (
     write_aln,
@@ -68,6 +70,7 @@ def output_paths(output_dir: str | Path, name: str) -> dict[str, Path]:
         "xz_snapshot_path": base / f"{name}_xz.jpg",
         "slab_snapshot_path": base / f"{name}_slab.jpg",
         "residual_plot_path": base / f"{name}_residuals.png",
+        "xy_shift_plot_path": base / f"{name}_xy_shifts.json",
         "summary_path": base / f"{name}_tomo.json",
     }
 
@@ -122,6 +125,14 @@ def process_tilt_series(
     ny, nx = stack.images.shape[1:]
     write_aln(alignment, paths["aln_path"], (nx, ny))
     write_residual_plot(alignment, paths["residual_plot_path"])
+    shifts_angstrom = np.asarray(alignment.shifts_px) * stack.pixel_size_angstrom
+    write_xy_json(
+        shifts_angstrom[:, 0],
+        shifts_angstrom[:, 1],
+        paths["xy_shift_plot_path"],
+        x_label="shift x (A)",
+        y_label="shift y (A)",
+    )
     binning = int(tomo.get("binning", 4))
     reconstruction = ReconstructionParams(
         binning=binning,
