@@ -451,3 +451,26 @@ def test_rerun_on_a_database_of_the_previous_structure(mysql_engine, mysql_url, 
             ).scalar()
             == 0
         )
+
+
+def test_changed_config_moves_rows_to_new_jobs_and_retires_the_old(
+    mysql_engine, mysql_url, spa_session
+):
+    output_dir, config = spa_session
+    ingest(mysql_engine, mysql_url, output_dir, config)
+    before = counts(mysql_engine)
+    with mysql_engine.connect() as c:
+        old_jobs = set(c.execute(sa.select(models.ProcessingJob.processingJobId)).scalars())
+    changed = {**config, "ctf": {**config["ctf"], "box_size_px": 256}}
+    summary = ingest(mysql_engine, mysql_url, output_dir, changed)
+    assert summary.units_ingested == UNITS  # every unit points at the new programs
+    assert counts(mysql_engine) == before  # new jobs replace the old, no empty job is left
+    with mysql_engine.connect() as c:
+        jobs = set(c.execute(sa.select(models.ProcessingJob.processingJobId)).scalars())
+        assert len(jobs) == 4 and not jobs & old_jobs
+        value = c.execute(
+            sa.select(models.ProcessingJobParameter.parameterValue).where(
+                models.ProcessingJobParameter.parameterKey == "ctf.box_size_px"
+            )
+        ).scalars()
+        assert set(value) == {"256"}

@@ -57,8 +57,8 @@ SPA_RECIPES = (em_spa_preprocess.RECIPE, em_spa_class2d.RECIPE)
 TOMO_RECIPES = (em_tomo_preprocess.RECIPE, em_tomo_align.RECIPE)
 
 
-class IngestInputError(rows.IngestInputError):
-    """An output file needed for ingest is missing or is not valid JSON."""
+# an output file needed for ingest is missing, not valid JSON, or lacks a key
+IngestInputError = rows.IngestInputError
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from emproc.motion import motion_correct
+from emproc.motion import MotionResult, motion_correct
 from emproc.motion.outputs import MOTION_PARAMETERS
 
 
-def motion_corrected_sum(
+def motion_corrected_tilt(
     frames: np.ndarray,
     *,
     pixel_size_angstrom: float,
     dose_per_frame_e_per_angstrom2: float,
     motion_settings: dict | None = None,
-) -> np.ndarray:
-    """Aligned (not dose-weighted) frame sum.
+) -> tuple[np.ndarray, MotionResult]:
+    """Aligned (not dose-weighted) frame sum, and the motion result (its totals per tilt go
+    to the tilt series' summary and ISPyB).
 
     The tilt series is dose-weighted later by accumulated dose, so the plain aligned sum
     is wanted here rather than the per-frame dose-weighted one. `motion_settings` is the
@@ -31,4 +32,4 @@ def motion_corrected_sum(
         dose_per_frame_e_per_angstrom2=dose_per_frame_e_per_angstrom2,
         **settings,
     )
-    return np.asarray(result.aligned_sum, dtype=np.float32)
+    return np.asarray(result.aligned_sum, dtype=np.float32), result

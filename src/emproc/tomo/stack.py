@@ -14,7 +14,7 @@ from emproc.io.mdoc import TiltSeriesMetadata
 from emproc.io.movie import read_movie
 from emproc.tomo.ctf import TiltSeriesCtfParams, estimate_tilt_series_ctf
 from emproc.tomo.dose import dose_filter
-from emproc.tomo.per_tilt import motion_corrected_sum
+from emproc.tomo.per_tilt import motion_corrected_tilt
 
 
 class TiltStackError(ValueError):
@@ -54,6 +54,9 @@ class TiltRecord:
     status: str
     ctf_source: str = "mdoc"  # "tilt" (own fit), "series" (series fit) or "mdoc"
     ctf_significance: float | None = None  # fit correlation in null standard deviations
+    number_of_frames: int | None = None  # of the tilt movie, once motion-corrected
+    total_motion_angstrom: float | None = None  # frame-to-frame drift summed
+    average_motion_per_frame_angstrom: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def assemble_tilt_stack(
         if path is not None and path.is_file():
             frames = read_movie(path)
             dose_per_frame = tilt.exposure_dose_e_per_angstrom2 / max(len(frames), 1)
-            image = motion_corrected_sum(
+            image, motion = motion_corrected_tilt(
                 frames,
                 pixel_size_angstrom=metadata.pixel_size_angstrom,
                 dose_per_frame_e_per_angstrom2=dose_per_frame,
@@ -134,6 +137,9 @@ def assemble_tilt_stack(
                 record,
                 mean_counts=float(image.mean()),
                 motion_corrected=True,
+                number_of_frames=motion.number_of_frames,
+                total_motion_angstrom=motion.total_motion_angstrom,
+                average_motion_per_frame_angstrom=motion.average_motion_per_frame_angstrom,
                 status="used",
             )
         records.append(record)

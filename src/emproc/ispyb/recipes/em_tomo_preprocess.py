@@ -7,7 +7,7 @@ program owns MotionCorrection and CTF.
 | row | from | PATo page |
 |---|---|---|
 | Movie per used tilt (`angle`, `movieNumber` = acquisition order, `createdTimeStamp` = mdoc DateTime, `fluence`) | `Tomograms/{ts}/{ts}_tomo.json` `tilts` (status "used") and the mdoc | tilt list |
-| MotionCorrection per motion-corrected tilt (`imageNumber` = acquisition order) | the tilt record | tilt motion page (motion per tilt is not measured separately: totals are empty) |
+| MotionCorrection per motion-corrected tilt (`imageNumber` = acquisition order, frames, dose per frame, totalMotion, averageMotionPerFrame) | the tilt record (`number_of_frames`, `total_motion_angstrom`, ...) | tilt motion page (no per-tilt snapshot or drift file: emproc keeps tilt sums in the stack only) |
 | CTF per tilt whose defocus was estimated (`estimatedDefocus`, `estimatedResolution`) | the tilt record's `defocus_angstrom`, `ctf_fit_resolution_angstrom` | tilt CTF plot, tilt motion page |
 
 Natural keys: Movie (dataCollectionId, movieFullPath); MotionCorrection movieId; CTF
@@ -85,10 +85,20 @@ def tilt_movie_row(tilt: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def tilt_motion_row(tilt: Mapping[str, Any]) -> dict[str, Any] | None:
-    """MotionCorrection columns for a motion-corrected tilt, else None."""
+    """MotionCorrection columns for a motion-corrected tilt, else None (motion in A; the
+    totals are absent from summaries of emproc before they were recorded)."""
     if not tilt.get("motion_corrected", True):
         return None
-    return {"imageNumber": int(tilt["acquisition_number"])}
+    frames = tilt.get("number_of_frames")
+    exposure = tilt.get("exposure_dose_e_per_angstrom2")
+    return {
+        "imageNumber": int(tilt["acquisition_number"]),
+        "firstFrame": None if frames is None else 1,
+        "lastFrame": frames,
+        "dosePerFrame": None if not frames or exposure is None else float(exposure) / frames,
+        "totalMotion": tilt.get("total_motion_angstrom"),
+        "averageMotionPerFrame": tilt.get("average_motion_per_frame_angstrom"),
+    }
 
 
 def tilt_ctf_row(tilt: Mapping[str, Any]) -> dict[str, Any] | None:
