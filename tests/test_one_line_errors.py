@@ -53,3 +53,12 @@ def test_every_movie_failing_stops_the_aggregates_with_one_line_each(tmp_path: P
     assert counts == {"imported": "2", "failed movies": "3"}, status
     assert f"{text.name}: corrupt TIFF" in status
     assert status.count(f"{gain}: gain reference has shape (64, 96)") == 2
+
+
+def test_a_run_that_stopped_ends_with_one_line_saying_where_to_look(tmp_path: Path, capsys):
+    from emproc.cli import run_session
+
+    assert run_session([sys.executable, "-c", "raise SystemExit(1)"], tmp_path) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("emproc: the workflow stopped with an error (exit status 1)")
+    assert "each failed rule's log has the detail" in last
