@@ -12,7 +12,7 @@ import pytest
 import starfile
 import yaml
 
-from tests.workflow_helpers import job_counts, simulated_spa_run, snakemake
+from tests.workflow_helpers import emproc_status, job_counts, simulated_spa_run, snakemake
 
 STAGE_RULES = (
     "import_movies",
@@ -116,12 +116,7 @@ def test_a_truncated_movie_fails_alone_and_the_session_completes(tmp_path: Path)
     ctf = starfile.read(processed / "micrographs_ctf.star")["micrographs"]
     assert len(ctf) == 2
     assert not any(broken.stem in name for name in ctf["rlnMicrographName"])
-    status = subprocess.run(
-        [sys.executable, "-m", "emproc.cli", "status", str(processed)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    status = emproc_status(processed)
     assert "failed movies           1" in status
     assert broken.name in status  # the error names the file
     # ISPyB: the two good movies have rows; the failure is the motion program's message
