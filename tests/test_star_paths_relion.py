@@ -105,5 +105,6 @@ def test_relion_joins_particles_to_micrographs(processed, tmp_path):
         "64",
         cwd=processed,
     )
-    reextracted = starfile.read(tmp_path / "reextracted.star")["particles"]
-    assert len(reextracted) == expected
+    # no match writes a STAR without a particles block
+    reextracted = starfile.read(tmp_path / "reextracted.star", always_dict=True)
+    assert len(reextracted.get("particles", [])) == expected > 0
