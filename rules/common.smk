@@ -159,16 +159,15 @@ def tilt_series_inputs(wildcards):
 
 def ispyb_database_identity():
     # Which database and visit ingest writes to, hashed (never the password): its marker is
-    # an output, so another database (a copied output directory, new credentials) is a
-    # missing output and ingest runs again. Unreadable credentials fail in the job itself,
+    # an output, so another database (new credentials, also for a copied output
+    # directory; another embedded_url) is a missing output and ingest runs again. Unreadable credentials fail in the job itself,
     # with one line naming the file.
-    from emproc.ispyb.connect import CredentialsError, database_identity, resolve_target
+    from emproc.ispyb.connect import CredentialsError, database_identity
 
     try:
-        target = resolve_target(config["ispyb"], OUTDIR)
+        return database_identity(config["ispyb"], OUTDIR, config["session"]["visit"])
     except CredentialsError:
         return "unreadable-credentials"
-    return database_identity(target, config["session"]["visit"])
 
 
 # The report (rules/report.smk) follows every aggregate

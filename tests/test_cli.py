@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from emproc.cli import _config_overrides, main, snakemake_command
+from emproc.cli import _config_overrides, main, snakemake_command, split_config_overrides
 from emproc.config import WORKFLOW_ROOT, load_config
 
 
@@ -48,6 +48,10 @@ def test_pass_through_arguments_and_overrides():
         "session_dir": "/x",
         "output_dir": "/y",
     }
+    # emproc run puts the overrides into the run config and passes the rest on
+    assert split_config_overrides(
+        ["--dry-run", "--config", "session_dir=rel/x", "-p", "target.star"]
+    ) == ({"session_dir": "rel/x"}, ["--dry-run", "-p", "target.star"])
     command = snakemake_command("c.yaml", "profiles/slurm", None, ["--dry-run"])
     assert command[-5:] == ["--configfile", "c.yaml", "--profile", "profiles/slurm", "--dry-run"]
 

@@ -1,7 +1,6 @@
 """Failures a user meets end in one line naming the cause; the detail is in the rule's log."""
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.workflow_helpers import simulated_spa_run, snakemake
+from tests.workflow_helpers import emproc_status, simulated_spa_run, snakemake
 
 
 @pytest.mark.slow
@@ -43,13 +42,17 @@ def test_every_movie_failing_stops_the_aggregates_with_one_line_each(tmp_path: P
     assert "Traceback" not in result.stderr
     assert "Traceback" in (processed / "logs" / "corrected_micrographs.log").read_text()
     # emproc status: the text file was never imported; the gain is named for the others
-    status = subprocess.run(
-        [sys.executable, "-m", "emproc.cli", "status", str(processed)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    status = emproc_status(processed)
     counts = dict(re.findall(r"^  (imported|failed movies) +(\d+)$", status, flags=re.M))
     assert counts == {"imported": "2", "failed movies": "3"}, status
     assert f"{text.name}: corrupt TIFF" in status
     assert status.count(f"{gain}: gain reference has shape (64, 96)") == 2
+
+
+def test_a_run_that_stopped_ends_with_one_line_saying_where_to_look(tmp_path: Path, capsys):
+    from emproc.cli import run_session
+
+    assert run_session([sys.executable, "-c", "raise SystemExit(1)"], tmp_path) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("emproc: the workflow stopped with an error (exit status 1)")
+    assert "each failed rule's log has the detail" in last

@@ -56,3 +56,13 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
         for match in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
         if match[1] != "total"
     }
+
+
+def emproc_status(output_dir: Path) -> str:
+    """What `emproc status OUTPUT_DIR` prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "emproc.cli", "status", str(output_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

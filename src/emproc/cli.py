@@ -54,9 +54,11 @@ def _check_config(config_path: str, overrides: dict[str, str]) -> dict:
     return validated
 
 
-def _config_overrides(extra: Sequence[str]) -> dict[str, str]:
-    """The `--config key=value` pairs among pass-through Snakemake arguments."""
+def split_config_overrides(extra: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """The `--config key=value` pairs among pass-through Snakemake arguments, and the other
+    arguments."""
     overrides: dict[str, str] = {}
+    rest: list[str] = []
     collecting = False
     for argument in extra:
         if argument in ("--config", "-C"):
@@ -67,7 +69,13 @@ def _config_overrides(extra: Sequence[str]) -> dict[str, str]:
         elif collecting and "=" in argument:
             key, value = argument.split("=", 1)
             overrides[key] = value
-    return overrides
+            continue
+        rest.append(argument)
+    return overrides, rest
+
+
+def _config_overrides(extra: Sequence[str]) -> dict[str, str]:
+    return split_config_overrides(extra)[0]
 
 
 def command_validate_config(args: argparse.Namespace) -> int:
@@ -89,22 +97,6 @@ def snakemake_command(
     elif not profile:
         command += ["--cores", "all"]
     return command + list(extra)
-
-
-def _without_config_overrides(extra: Sequence[str]) -> list[str]:
-    """`extra` without its `--config key=value` pairs (the run config holds them)."""
-    kept: list[str] = []
-    collecting = False
-    for argument in extra:
-        if argument in ("--config", "-C"):
-            collecting = True
-            continue
-        if argument.startswith("-"):
-            collecting = False
-        elif collecting and "=" in argument:
-            continue
-        kept.append(argument)
-    return kept
 
 
 def uses_storage_provider(profile: str | None, extra: Sequence[str]) -> bool:
@@ -147,7 +139,8 @@ def _absolute_credentials_env() -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     extra = [argument for argument in args.snakemake_args if argument != "--"]
-    config = _check_config(args.configfile, _config_overrides(extra))
+    overrides, other_arguments = split_config_overrides(extra)
+    config = _check_config(args.configfile, overrides)
     profile = args.profile
     if profile is None and (WORKFLOW_ROOT / "profiles" / "local").is_dir():
         profile = str(WORKFLOW_ROOT / "profiles" / "local")
@@ -163,7 +156,7 @@ def command_run(args: argparse.Namespace) -> int:
                 str(write_run_config(config, output_dir)),
                 str(Path(profile).resolve()) if profile else None,
                 args.cores,
-                [*_without_config_overrides(extra), "--directory", str(output_dir)],
+                [*other_arguments, "--directory", str(output_dir)],
             )
         else:
             command = snakemake_command(args.configfile, profile, args.cores, extra)

@@ -99,9 +99,14 @@ def pick_step(context: StageContext) -> MovieStep:
 def extract_step(context: StageContext) -> MovieStep:
     from emproc.extract.run import extract_micrograph_file
 
+    # the micrograph the STAR tables name (emproc.io.relion.corrected_micrograph_row): the
+    # dose-weighted sum, or the plain sum without dose weighting, as RELION
+    weighted = bool(context.config["motion"].get("dose_weighting", True))
+    micrograph = "micrograph_dw" if weighted else "micrograph"
+
     def step(movie: str, outputs: dict[str, Path]) -> None:
         extract_micrograph_file(
-            movie_paths(context.output_dir, "motion", movie)["micrograph_dw"],
+            movie_paths(context.output_dir, "motion", movie)[micrograph],
             movie_paths(context.output_dir, "pick", movie)["star"],
             movie_paths(context.output_dir, "ctf", movie)["summary"],
             movie_paths(context.output_dir, "import", movie)["metadata"],

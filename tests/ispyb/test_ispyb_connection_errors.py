@@ -16,7 +16,6 @@ from emproc.ispyb.connect import (
     DatabaseTarget,
     database_identity,
     open_engine,
-    resolve_target,
 )
 from emproc.ispyb.state import record_database_identity
 
@@ -82,7 +81,7 @@ def test_a_wrong_password_is_one_line_naming_host_port_and_user(mysql_server_url
 def test_database_identity_changes_with_the_database_not_the_password(tmp_path: Path):
     def identity(visit: str = "bi12345-1", **credentials: str) -> str:
         ini = _credentials(tmp_path / f"{len(list(tmp_path.iterdir()))}.ini", **credentials)
-        return database_identity(resolve_target({"credentials": str(ini)}, tmp_path), visit)
+        return database_identity({"credentials": str(ini)}, tmp_path, visit)
 
     first = identity()
     assert identity(password="another-password") == first
@@ -91,12 +90,14 @@ def test_database_identity_changes_with_the_database_not_the_password(tmp_path: 
     assert identity(username="other") != first
     assert identity(database="ispyb_test") != first
     assert identity(visit="bi12345-2") != first
-    # embedded SQLite: a copied output directory is another database
-    embedded = {"credentials": "", "embedded_url": "sqlite:///{outputs}/ispyb.sqlite"}
-    here = database_identity(resolve_target(embedded, tmp_path / "a", environ={}), "bi1-1")
-    copy = database_identity(resolve_target(embedded, tmp_path / "b", environ={}), "bi1-1")
-    assert here != copy
     assert PASSWORD not in first
+    # embedded SQLite: a copied output directory carries its database along; another
+    # embedded_url is another database
+    embedded = {"credentials": "", "embedded_url": "sqlite:///{outputs}/ispyb.sqlite"}
+    here = database_identity(embedded, tmp_path / "a", "bi1-1", environ={})
+    assert database_identity(embedded, tmp_path / "b", "bi1-1", environ={}) == here
+    other = {**embedded, "embedded_url": "sqlite:///{outputs}/other.sqlite"}
+    assert database_identity(other, tmp_path / "a", "bi1-1", environ={}) != here
 
 
 def test_the_marker_of_the_last_database_replaces_the_others(tmp_path: Path):

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 CREDENTIALS_ENV = "ISPYB_CREDENTIALS"
+DEFAULT_EMBEDDED_URL = "sqlite:///{outputs}/ispyb.sqlite"
 _SQLALCHEMY_SECTION = "ispyb_sqlalchemy"
 _STORED_PROCEDURE_SECTION = "ispyb_mariadb_sp"
 # stored-procedure section key -> sqlalchemy section key
@@ -128,16 +129,29 @@ def resolve_target(
     if credentials:
         url, connect_args = read_credentials(credentials)
         return DatabaseTarget(url=url, embedded=False, connect_args=connect_args)
-    template = ispyb_config.get("embedded_url") or "sqlite:///{outputs}/ispyb.sqlite"
+    template = ispyb_config.get("embedded_url") or DEFAULT_EMBEDDED_URL
     url = template.replace("{outputs}", str(Path(output_dir).resolve()))
     return DatabaseTarget(url=url, embedded=True)
 
 
-def database_identity(target: DatabaseTarget, visit_name: str) -> str:
-    """A short hash of which database (URL without its password: user, host, port, name;
-    or the embedded file's absolute path) and visit ingest writes to. A change of either is
-    a reason to ingest again; the password is not part of it and the hash reveals nothing."""
-    return hashlib.sha256(f"{target.masked_url}\n{visit_name}".encode()).hexdigest()[:16]
+def database_identity(
+    ispyb_config: Mapping[str, Any],
+    output_dir: str | os.PathLike[str],
+    visit_name: str,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """A short hash of which database and visit ingest writes to (resolve_target's choice):
+    a server's URL without its password (user, host, port, name), or the embedded
+    database's `embedded_url` as configured (`{outputs}` unexpanded: a copied output
+    directory carries its embedded database along). A change of either is a reason to
+    ingest again; the password is not part of it and the hash reveals nothing."""
+    target = resolve_target(ispyb_config, output_dir, environ)
+    where = (
+        ispyb_config.get("embedded_url") or DEFAULT_EMBEDDED_URL
+        if target.embedded
+        else target.masked_url
+    )
+    return hashlib.sha256(f"{where}\n{visit_name}".encode()).hexdigest()[:16]
 
 
 def connection_error_message(target: DatabaseTarget, error: BaseException) -> str:
