@@ -95,6 +95,11 @@ def time_dry_run(
     return elapsed, max(peak, before) / 1024, jobs
 
 
+def local_profile_subsample() -> int | None:
+    profile = yaml.safe_load((WORKFLOW_ROOT / "profiles" / "local" / "config.v8+.yaml").read_text())
+    return profile.get("scheduler-subsample")
+
+
 def main(
     sizes: list[int],
     movies_per_job: int,
@@ -127,7 +132,11 @@ if __name__ == "__main__":
     parser.add_argument("--schedule", action="store_true", help="time scheduling (--touch)")
     parser.add_argument("--scheduler", choices=["ilp", "greedy"], default="ilp")
     parser.add_argument(
-        "--subsample", type=int, default=None, help="snakemake --scheduler-subsample (ready jobs)"
+        "--subsample",
+        type=int,
+        default=local_profile_subsample(),
+        help="snakemake --scheduler-subsample (ready jobs per round; 0: all); default: "
+        "profiles/local's, as `emproc run` uses it",
     )
     arguments = parser.parse_args()
     main(
