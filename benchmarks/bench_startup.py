@@ -106,9 +106,10 @@ def main(size: int, frames: int, repeats: int, compare: Path | None) -> None:
         labels = ["this checkout"] if compare is None else [str(compare), "this checkout"]
         print(f"{size}x{size} px, {frames} frames; median of {repeats}, runs interleaved")
         print(
-            "| library | stage | job wall (s) | warm movie (s) | fixed cost per job (s) | heavy |"
+            "| library | stage | job wall (s) | warm movie (s) | fixed cost per job: wall (s) "
+            "| CPU (s) | heavy |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         totals = {label: [0.0, 0.0] for label in labels}
         for stage in STAGES:
             runs: dict[str, list[dict]] = {label: [] for label in labels}
