@@ -31,9 +31,9 @@ import starfile
 from emproc.micrograph_matrix import (
     Cell,
     ideal_detection_snr,
-    match_picks,
     pairwise_cells,
     render_cell_micrograph,
+    score_cell,
 )
 from emproc.picking import LogPickerParams, pick_log
 from emproc.picking.io import read_micrograph
@@ -104,21 +104,8 @@ def run_relion(directory: Path, names: list[str], cell: Cell) -> tuple[list[np.n
 
 
 def score(all_picks, micrographs, cell: Cell) -> tuple[float, float, int, int]:
-    true_positives = picks = found = particles = 0.0
-    for xy, (image, truth) in zip(all_picks, micrographs, strict=True):
-        result = match_picks(
-            xy,
-            truth.particles,
-            cell.pixel_size_angstrom,
-            image.shape,
-            0.5 * cell.diameter_range_angstrom[1],
-        )
-        true_positives += result["precision"] * result["picks"]
-        picks += result["picks"]
-        found += result["recall"] * result["particles"]
-        particles += result["particles"]
-    precision = true_positives / picks if picks else float("nan")
-    return precision, found / particles if particles else float("nan"), int(picks), int(particles)
+    result = score_cell(cell, all_picks, micrographs)
+    return result["precision"], result["recall"], result["picks"], result["particles"]
 
 
 def bench_matrix(relion_cells: int, only_relion: bool) -> None:

@@ -474,3 +474,29 @@ def match_picks(
         "picks": picks,
         "particles": particles,
     }
+
+
+def score_cell(
+    cell: Cell, picks_per_micrograph: list[np.ndarray], micrographs: list[tuple[np.ndarray, Truth]]
+) -> dict[str, float]:
+    """Precision and recall pooled over a cell's micrographs (`match_picks` each, margin half
+    the largest diameter); precision is NaN when nothing was picked."""
+    true_positives = picks = found = particles = 0.0
+    for xy, (image, truth) in zip(picks_per_micrograph, micrographs, strict=True):
+        result = match_picks(
+            xy,
+            truth.particles,
+            cell.pixel_size_angstrom,
+            image.shape,
+            0.5 * cell.diameter_range_angstrom[1],
+        )
+        true_positives += result["precision"] * result["picks"]
+        picks += result["picks"]
+        found += result["recall"] * result["particles"]
+        particles += result["particles"]
+    return {
+        "precision": true_positives / picks if picks else float("nan"),
+        "recall": found / particles if particles else float("nan"),
+        "picks": int(picks),
+        "particles": int(particles),
+    }
