@@ -9,7 +9,7 @@
                 (at most 4), and the ideal matched-filter SNR of the cell's particles.
 --relion-cells  run `relion_autopick --LoG` (GUI defaults: --shrink 0 --lowpass 20) on the
                 same micrographs of the first N matrix cells and score it the same way.
---speed         one 4096 x 4096 micrograph (1 A/px, 150 A particles): emproc (read + pick)
+--speed         4096 x 4096 micrographs (1 A/px, 150 A and 60 A particles): emproc (read + pick)
                 and relion_autopick --LoG on the same file, alternating, 3 runs each.
 Prints markdown rows for docs/benchmarks.md.
 """
@@ -157,8 +157,10 @@ def bench_matrix(relion_cells: int, only_relion: bool) -> None:
     print(f"worst cell: {worst:.2f}")
 
 
-def bench_speed(repeats: int = 3) -> None:
-    cell = Cell(shape="compact", diameter_angstrom=150.0, crowding="medium", size_px=4096)
+def bench_speed(diameter_angstrom: float, repeats: int = 3) -> None:
+    cell = Cell(
+        shape="compact", diameter_angstrom=diameter_angstrom, crowding="medium", size_px=4096
+    )
     image, truth = render_cell_micrograph(cell, 1)
     low, high = cell.diameter_range_angstrom
     with tempfile.TemporaryDirectory() as directory:
@@ -182,7 +184,10 @@ def bench_speed(repeats: int = 3) -> None:
             relion_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     ours_score = score([picks[["x_px", "y_px"]].to_numpy()], [(image, truth)], cell)
     relion_score = score(relion_picks, [(image, truth)], cell)
-    print(f"4096 x 4096, 1 A/px, {len(truth.particles)} particles of 150 A, {repeats} runs each")
+    print(
+        f"4096 x 4096, 1 A/px, {len(truth.particles)} particles of {diameter_angstrom:g} A,"
+        f" {repeats} runs each"
+    )
     print("| picker | wall (median) | CPU (median) | precision | recall |")
     print("|---|---|---|---|---|")
     print(
@@ -200,11 +205,15 @@ def main() -> None:
     parser.add_argument("--matrix", action="store_true")
     parser.add_argument("--relion-cells", type=int, default=0)
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument(
+        "--speed-diameters", type=float, nargs="+", default=[150.0, 60.0], help="Angstrom"
+    )
     args = parser.parse_args()
     if args.matrix or args.relion_cells:
         bench_matrix(args.relion_cells, only_relion=not args.matrix)
     if args.speed:
-        bench_speed()
+        for diameter in args.speed_diameters:
+            bench_speed(diameter)
 
 
 if __name__ == "__main__":
