@@ -1,10 +1,11 @@
-"""Template-free Laplacian-of-Gaussian blob picker with a per-micrograph threshold.
+"""Template-free blob picker (LoG and disc-surround filters) with a per-micrograph threshold.
 
 1. The micrograph is Fourier-binned so the smallest particle spans `pixels_per_min_diameter`
    pixels (which also low-passes it) and inverted so particles (dark at underfocus) are bright.
 2. Contamination and carbon are masked by their absorption (`contamination`).
-3. The scale-normalised LoG at a few scales between the minimum and maximum diameter, each
-   expressed in noise sigmas of the unmasked background; the best scale per pixel is kept.
+3. The scale-normalised LoG and a disc-minus-surround filter at a few diameters between the
+   minimum and maximum (`blob_response`), each in noise sigmas of the unmasked background;
+   the best filter and scale per pixel is kept.
 4. Local maxima are thresholded per micrograph by false-discovery control (`threshold`)
    unless a fixed `threshold_sigma` is given, thinned by non-maximum suppression, and peaks
    joined by a ridge (the response never dips between them, as along an elongated particle)
@@ -214,8 +215,8 @@ def noise_roughness(diameters_px: tuple[float, ...], peak_window_px: int) -> flo
     """Effective lambda_2 (1/px^2) of the filter bank's best response to white noise.
 
     The maximum over ten correlated filters is not one Gaussian field, so its roughness is
-    measured: the bank runs on white noise, the maxima above 2-3 sigma (thousands of them,
-    a precise count) are fitted with the Euler-characteristic formula of `threshold`, which
+    measured: the bank runs on white noise, the maxima above 2-3 sigma (hundreds of them,
+    a usable count) are fitted with the Euler-characteristic formula of `threshold`, which
     then extrapolates to the tail the picks live in. Cached per filter bank.
     """
     diameters = np.asarray(diameters_px)
