@@ -91,31 +91,28 @@ def test_picks_respect_minimum_separation_and_edges(micrographs):
 
 
 def test_contamination_is_rejected(micrographs):
-    image, truth = micrographs[2]
+    image, _ = micrographs[2]
     ny, nx = image.shape
     yy, xx = np.mgrid[:ny, :nx]
     radius = np.hypot(xx - nx / 2, yy - ny / 2)
     # a thick, dark ice contamination 360 A across with a soft rim
     dirty = image * (1.0 - 0.5 * np.clip((180.0 - radius) / 20.0, 0.0, 1.0)).astype(np.float32)
     rejected = pick_log(dirty, 1.0, LogPickerParams())
-    kept = pick_log(dirty, 1.0, LogPickerParams(contamination_sigma=0.0))
+    kept = pick_log(dirty, 1.0, LogPickerParams(contamination_intensity_change=0.0))
 
     def inside(picks: pd.DataFrame) -> int:
         return int((np.hypot(picks.x_px - nx / 2, picks.y_px - ny / 2) < 210.0).sum())
 
     assert inside(kept) > 0  # without rejection the rim is picked
     assert inside(rejected) == 0
-    far = truth.particles[
-        np.hypot(truth.particles.x_px - nx / 2, truth.particles.y_px - ny / 2) > 330
-    ]
-    _, _, found = match(rejected, far, TOLERANCE_PX)
-    assert found / len(far) >= 0.8  # the rest of the micrograph is still picked
+    # recall beside contamination: tests/test_picking_matrix.py (the mask reaches about one
+    # smoothing width, half the largest diameter, beyond where the absorption crosses 5 %)
 
 
 def test_empty_micrograph_gives_no_picks():
     rng = np.random.default_rng(0)
     noise = rng.poisson(16.0, (512, 512)).astype(np.float32)
-    assert len(pick_log(noise, 1.0, LogPickerParams(threshold_sigma=3.0))) <= 1
+    assert len(pick_log(noise, 1.0, LogPickerParams())) <= 1
 
 
 def test_bad_parameters_and_images_are_refused():

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 def log_params_from_config(picking: Mapping[str, Any]) -> LogPickerParams:
     """LoG settings from the config's `picking` section (defaults for keys not set)."""
     defaults = LogPickerParams()
+    threshold = picking.get("threshold_sigma", defaults.threshold_sigma)
     return LogPickerParams(
         min_diameter_angstrom=float(
             picking.get("min_diameter_angstrom", defaults.min_diameter_angstrom)
@@ -26,8 +27,13 @@ def log_params_from_config(picking: Mapping[str, Any]) -> LogPickerParams:
         max_diameter_angstrom=float(
             picking.get("max_diameter_angstrom", defaults.max_diameter_angstrom)
         ),
-        threshold_sigma=float(picking.get("threshold_sigma", defaults.threshold_sigma)),
-        contamination_sigma=float(picking.get("contamination_sigma", defaults.contamination_sigma)),
+        threshold_sigma=None if threshold is None else float(threshold),
+        false_discovery_rate=float(
+            picking.get("false_discovery_rate", defaults.false_discovery_rate)
+        ),
+        contamination_intensity_change=float(
+            picking.get("contamination_intensity_change", defaults.contamination_intensity_change)
+        ),
     )
 
 
