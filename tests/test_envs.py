@@ -95,7 +95,21 @@ def imported_modules(path: Path, module: str) -> set[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif _is_lazy_exports(node):
+            # emproc.lazy: a package's names load from these submodules on first use; a
+            # script may use any of them, so its env needs what each of them imports.
+            names.update(f"{module}.{value.value}" for value in node.value.values)
     return names
+
+
+def _is_lazy_exports(node: ast.AST) -> bool:
+    """`_EXPORTS = {"name": "submodule", ...}` in a package __init__ (emproc.lazy)."""
+    return (
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
+        and isinstance(node.value, ast.Dict)
+        and all(isinstance(v, ast.Constant) and isinstance(v.value, str) for v in node.value.values)
+    )
 
 
 def third_party_imports(script: Path) -> set[str]:

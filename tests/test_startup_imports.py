@@ -28,7 +28,7 @@ import json, sys
 from pathlib import Path
 from emproc.chunks import run_chunk_stage, stage_members
 from emproc.movie_stages import StageContext, stage_step
-stage_step(sys.argv[1], StageContext(output_dir=Path("."), config={}))
+stage_step(sys.argv[1], StageContext(output_dir=Path("."), config={"motion": {"dose_weighting": True}}))
 print(json.dumps([name for name in sys.argv[2:] if name in sys.modules]))
 """
 
