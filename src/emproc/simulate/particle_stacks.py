@@ -18,6 +18,7 @@ ellipsoids) filled with uniformly random points, all of the same mass. A particl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -247,3 +248,40 @@ def simulate_particle_stack(
         }
     )
     return stack, truth
+
+
+def write_extracted_stack(
+    project_dir: Path,
+    name: str,
+    stack: np.ndarray,
+    truth: pd.DataFrame,
+    conditions: ParticleStackConditions,
+) -> Path:
+    """Write the stack as extraction would (`Extract/{name}.mrcs` and `.star`, RELION 3.1
+    optics block, per-particle defocus); returns the STAR path. For relion_refine runs."""
+    from emproc.extract.run import write_stack
+    from emproc.extract.star import OPTICS_COLUMNS, write_particle_star
+
+    c, count = conditions, len(stack)
+    write_stack(project_dir / "Extract" / f"{name}.mrcs", stack, c.pixel_size_angstrom)
+    optics = pd.DataFrame(
+        [[1, "opticsGroup1", c.amplitude_contrast, c.spherical_aberration_mm, c.voltage_kv,
+          c.pixel_size_angstrom, 1.0, c.box_size_px, 2]],
+        columns=list(OPTICS_COLUMNS),
+    )  # fmt: skip
+    particles = pd.DataFrame(
+        {
+            "rlnCoordinateX": np.arange(count, dtype=float),
+            "rlnCoordinateY": np.zeros(count),
+            "rlnImageName": [f"{i:06d}@Extract/{name}.mrcs" for i in range(1, count + 1)],
+            "rlnMicrographName": f"MotionCorr/{name}_DW.mrc",
+            "rlnOpticsGroup": 1,
+            "rlnDefocusU": truth["defocus_u_angstrom"].to_numpy(),
+            "rlnDefocusV": truth["defocus_v_angstrom"].to_numpy(),
+            "rlnDefocusAngle": truth["astigmatism_angle_deg"].to_numpy(),
+            "rlnPhaseShift": 0.0,
+        }
+    )
+    star = project_dir / "Extract" / f"{name}.star"
+    write_particle_star(star, optics, particles)
+    return star
