@@ -1,15 +1,23 @@
 """Reference-free 2D classification: iterative alignment to K class averages.
 
 Each iteration:
-1. every particle is polar-resampled about its current centre and correlated with every
-   reference over all in-plane angles at once (FFT along the angle);
-2. class probabilities follow a Gaussian noise model, log p(k) = (cc - |A_k|^2 / 2) / sigma^2
-   + log(class prior), maximised over rotations (soft, ML-like) or the best class taken (hard);
+1. every particle, multiplied by its CTF, is polar-resampled about its current centre and
+   correlated with every reference over all in-plane angles at once (FFT along the angle):
+   cc = <particle, CTF A_k>, the likelihood's cross term for the CTF-free reference A_k;
+2. class probabilities follow a Gaussian noise model,
+   log p(k) = (cc - |CTF A_k|^2 / 2) / sigma^2 + log(class prior), |CTF A_k|^2 from the
+   particle's rotationally averaged CTF^2 and the reference's shell power, maximised over
+   rotations (soft, ML-like) or the best class taken (hard). Scoring with |A_k|^2 instead
+   charges sharp references for power the CTF removed from every particle, so blurred
+   classes win and grow into mixed "attractor" classes (measured: docs/particles.md);
 3. the translation is refined by FFT cross-correlation with the best class rotated to the
    particle (|shift| <= max_shift from the box centre);
 4. class averages are CTF-corrected sums of the aligned particles (phase flipped, and Wiener:
    sum(|CTF| x) / (sum(CTF^2) + c) with rotationally averaged CTF^2), filtered by their
-   half-set FRC, masked and re-centred on their centre of mass.
+   half-set FRC, masked and re-centred on their centre of mass;
+5. a class holding more than `split_ratio` x the mean class size is split in two along the
+   first principal component of its aligned members, replacing the emptiest class
+   (`emproc.classify.split`); not in the last `final_iterations`, so classes settle.
 Initial classes come from k-means on rotation-invariant features (the magnitudes of the
 angular Fourier components of each ring), so no class starts as a rotational blur.
 """
@@ -24,6 +32,7 @@ import scipy.fft
 from scipy.cluster.vq import kmeans2
 
 from emproc.classify import align
+from emproc.classify.split import bisect_members, classes_to_split
 from emproc.ctf.model import ctf_2d
 
 logger = logging.getLogger(__name__)
@@ -51,6 +60,9 @@ class Class2DParams:
     wiener_constant: float = 0.1  # fraction of the summed weight added to sum(CTF^2)
     centre_references: bool = True
     fixed_label_iterations: int = 2  # first iterations keep the k-means classes
+    split_ratio: float | None = 2.0  # split classes above this x the mean size (None: never)
+    max_splits_per_iteration: int = 2
+    final_iterations: int = 5  # last iterations: no splitting, the classes settle
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,10 +115,12 @@ class Class2DResult:
 
 @dataclass
 class _Prepared:
-    align_images: np.ndarray  # phase flipped (white), used to find poses
+    align_images: np.ndarray  # phase flipped (white): initial centring and features
+    score_images: np.ndarray  # CTF-multiplied: <score image, A> = <particle, CTF A>
     sum_images: np.ndarray  # what is averaged (|CTF|-weighted for Wiener)
     ctf_squared: np.ndarray  # (n_groups, shells) rotationally averaged CTF^2 (or ones)
     ctf_group: np.ndarray  # (n,) row of ctf_squared per particle
+    wiener: bool  # class sums are divided by summed CTF^2 (else by the particle count)
 
 
 def _prepare(
@@ -121,7 +135,7 @@ def _prepare(
     n_shells = size // 2 + 1
     if ctfs is None or params.ctf_correction == "none":
         ones = np.ones((1, n_shells))
-        return _Prepared(stack, stack, ones, np.zeros(count, dtype=int))
+        return _Prepared(stack, stack, stack, ones, np.zeros(count, dtype=int), False)
     rows, group = np.unique(ctfs.rows(), axis=0, return_inverse=True)
     group = group.reshape(-1)
     spectra = scipy.fft.rfft2(stack, axes=(-2, -1), workers=workers)
@@ -129,6 +143,7 @@ def _prepare(
     weighted = np.empty_like(spectra)
     ctf_squared = np.zeros((len(rows), n_shells))
     counts = np.bincount(shells.ravel(), minlength=n_shells)[:n_shells]
+    inside = shells < n_shells
     for index, row in enumerate(rows):
         ctf = ctf_2d(
             (size, size), pixel_size, *row[:3], *row[3:6], phase_shift_deg=row[6], rfft=True
@@ -137,22 +152,36 @@ def _prepare(
         sign = 1.0 if params.images_phase_flipped else np.sign(ctf)
         flipped[members] = spectra[members] * sign
         weighted[members] = flipped[members] * np.abs(ctf)
-        inside = shells < n_shells
         ctf_squared[index] = np.bincount(
             shells[inside], weights=(ctf**2)[inside], minlength=n_shells
         )[:n_shells] / np.maximum(counts, 1)
-    align_images = scipy.fft.irfft2(flipped, s=(size, size), axes=(-2, -1), workers=workers)
-    if params.ctf_correction == "phase_flip":
-        return _Prepared(
-            align_images.astype(np.float32),
-            align_images.astype(np.float32),
-            np.ones((1, n_shells)),
-            np.zeros(count, dtype=int),
+
+    def real(values: np.ndarray) -> np.ndarray:
+        return scipy.fft.irfft2(values, s=(size, size), axes=(-2, -1), workers=workers).astype(
+            np.float32
         )
-    sum_images = scipy.fft.irfft2(weighted, s=(size, size), axes=(-2, -1), workers=workers)
-    return _Prepared(
-        align_images.astype(np.float32), sum_images.astype(np.float32), ctf_squared, group
-    )
+
+    align_images, score_images = real(flipped), real(weighted)
+    del spectra, flipped, weighted
+    if params.ctf_correction == "phase_flip":
+        return _Prepared(align_images, score_images, align_images, ctf_squared, group, False)
+    return _Prepared(align_images, score_images, score_images, ctf_squared, group, True)
+
+
+def _shell_power(images: np.ndarray, workers: int) -> np.ndarray:
+    """(n, shells) power per Fourier shell, scaled so sum over shells = sum of pixels^2."""
+    size = images.shape[-1]
+    shells = align.radial_index(size)
+    n_shells = size // 2 + 1
+    power = np.abs(scipy.fft.rfft2(images, axes=(-2, -1), workers=workers)) ** 2
+    # rfft keeps half the plane: columns other than 0 (and size/2) stand for two coefficients
+    column_weight = np.full(shells.shape[1], 2.0)
+    column_weight[0] = 1.0
+    if size % 2 == 0:
+        column_weight[-1] = 1.0
+    power *= column_weight[None, None, :] / size**2
+    index = np.minimum(shells, n_shells - 1).ravel()
+    return np.stack([np.bincount(index, p.ravel(), n_shells) for p in power])
 
 
 def _rotational_average(image: np.ndarray) -> np.ndarray:
@@ -258,10 +287,12 @@ def classify_2d(
             images[block], np.broadcast_to(blob, images[block].shape), max_shift, workers
         )
 
-    def polar_of(block: slice) -> np.ndarray:
-        return align.polar_resample(images[block], centre + shifts[block], grid)
+    def polar_of(block: slice, source: np.ndarray) -> np.ndarray:
+        return align.polar_resample(source[block], centre + shifts[block], grid)
 
-    polar_all = np.concatenate([polar_of(slice(s, s + CHUNK)) for s in range(0, count, CHUNK)])
+    polar_all = np.concatenate(
+        [polar_of(slice(s, s + CHUNK), images) for s in range(0, count, CHUNK)]
+    )
     labels = _initial_labels(_invariant_features(polar_all), k, rng)
     del polar_all
 
@@ -291,9 +322,9 @@ def classify_2d(
         fixed = iteration < params.fixed_label_iterations
         reference_polar = align.polar_resample(references, np.full((k, 2), centre), grid)
         reference_spectra = align.polar_spectra(reference_polar)
-        reference_norm = ((reference_polar**2) * grid.radii_px[None, :, None]).sum(axis=(1, 2)) * (
-            2.0 * np.pi / n_angles
-        )
+        # |CTF A_k|^2 per particle: the CTF takes power out of the references that a
+        # particle cannot show, so an unweighted |A_k|^2 would favour blurred classes
+        reference_power = _shell_power(references, workers)  # (k, shells)
         angles_deg = np.arange(n_angles) * step_deg
         rotated_references = align.rotate_references(references, angles_deg)
 
@@ -304,16 +335,15 @@ def classify_2d(
         for start in range(0, count, CHUNK):
             block = slice(start, min(start + CHUNK, count))
             rows = np.arange(block.start, block.stop)
-            polar = polar_of(block)
-            particle_norm = ((polar**2) * grid.radii_px[None, :, None]).sum(axis=(1, 2)) * (
-                2.0 * np.pi / n_angles
-            )
+            polar = polar_of(block, prepared.score_images)
+            particle_norm = (images[block] ** 2 * mask).sum(axis=(1, 2))
+            reference_norm = prepared.ctf_squared[prepared.ctf_group[rows]] @ reference_power.T
             correlation = align.rotational_correlation(
                 align.polar_spectra(polar), reference_spectra, n_angles
             )  # (b, k, angles)
             best_angle = correlation.argmax(axis=-1)
             cc = correlation.max(axis=-1)
-            log_likelihood = (cc - 0.5 * reference_norm[None, :]) / noise_variance + np.log(
+            log_likelihood = (cc - 0.5 * reference_norm) / noise_variance + np.log(
                 np.maximum(prior, 1e-12)
             )[None, :]
             if fixed:
@@ -372,7 +402,7 @@ def classify_2d(
                 (
                     particle_norm
                     - 2.0 * np.maximum(peak, cc[np.arange(len(rows)), winner])
-                    + reference_norm[winner]
+                    + reference_norm[np.arange(len(rows)), winner]
                 ).sum()
             )
 
@@ -388,10 +418,11 @@ def classify_2d(
             halves = rows[pair_rows] % 2
             np.add.at(sums, (halves, pair_classes), aligned * pair_weights[:, None, None])
             groups = prepared.ctf_group[rows[pair_rows]]
+            ctf_squared = prepared.ctf_squared[groups] if prepared.wiener else 1.0
             np.add.at(
                 denominators,
                 (halves, pair_classes),
-                prepared.ctf_squared[groups] * pair_weights[:, None],
+                ctf_squared * np.ones(n_shells) * pair_weights[:, None],
             )
             np.add.at(class_weight, pair_classes, pair_weights)
             psi_best[rows] = (j + offset) * step_deg
@@ -407,7 +438,7 @@ def classify_2d(
         # new references: Wiener-corrected half-set averages, FRC-filtered, masked, centred
         half_spectra = scipy.fft.rfft2(sums, axes=(-2, -1), workers=workers)
         regulariser = params.wiener_constant * class_weight[None, :, None] / 2.0
-        if params.ctf_correction != "wiener" or ctfs is None:
+        if not prepared.wiener:
             regulariser = np.zeros_like(regulariser)
         half_spectra /= (denominators + regulariser + 1e-12)[..., np.minimum(shells, n_shells - 1)]
         full_spectra = (
@@ -428,14 +459,35 @@ def classify_2d(
         references = scipy.fft.irfft2(
             full_spectra, s=(size, size), axes=(-2, -1), workers=workers
         ).astype(np.float32)
-        empty = class_weight < 0.5
-        if empty.any():
-            # an emptied class restarts from a random particle (RELION-like re-seeding)
-            for label in np.flatnonzero(empty):
-                pick = rng.integers(count)
-                references[label] = align.transform_images(
-                    images[pick : pick + 1], np.zeros(1), shifts[pick : pick + 1]
-                )[0]
+        splitting = (
+            params.split_ratio is not None
+            and not fixed
+            and iteration < params.iterations - params.final_iterations
+        )
+        pairs = (
+            classes_to_split(
+                np.bincount(best_class, minlength=k),
+                params.split_ratio,
+                params.max_splits_per_iteration,
+            )
+            if splitting
+            else []
+        )
+        for largest, emptiest in pairs:
+            members = np.flatnonzero(best_class == largest)
+            aligned = align.transform_images(images[members], psi_best[members], shifts[members])
+            side = bisect_members(aligned, mask)
+            references[largest] = aligned[side].mean(axis=0)
+            references[emptiest] = aligned[~side].mean(axis=0)
+            prior[[largest, emptiest]] = 0.5 * (prior[largest] + prior[emptiest])
+            best_class[members[~side]] = emptiest
+        if pairs:
+            logger.info("class2d iteration %d: split classes %s", iteration + 1, pairs)
+        # late on, an emptied class restarts from a random particle (RELION-like re-seeding):
+        # splitting a large class now would unsettle the classes the last iterations refine
+        for label in np.flatnonzero(class_weight < 0.5) if not splitting else []:
+            pick = rng.integers(count, size=1)
+            references[label] = align.transform_images(images[pick], np.zeros(1), shifts[pick])[0]
         references *= mask
         if params.centre_references:
             centres = align.centre_of_mass_xy(references, mask)

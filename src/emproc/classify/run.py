@@ -37,6 +37,7 @@ def class2d_params_from_config(class2d: Mapping[str, Any], phase_flipped: bool) 
         assignment=str(class2d.get("assignment", defaults.assignment)),
         ctf_correction=str(class2d.get("ctf_correction", defaults.ctf_correction)),
         images_phase_flipped=phase_flipped,
+        split_ratio=class2d.get("split_ratio", defaults.split_ratio),
         seed=int(class2d.get("seed", defaults.seed)),
     )
 
