@@ -66,10 +66,11 @@ class SlabSeries:
 
 def _blobs(params: SlabSeriesParams, rng: np.random.Generator, thickness: float, extent: float):
     """Gaussian blobs (x, y, z, sigma, amplitude) in Angstrom; amplitude = density."""
+    # sigma 15-70 A: from small complexes to ribosome-sized (25 nm across) particles
     if params.specimen == "crowded":
-        count, sigmas = 700, (8.0, 30.0)
+        count, sigmas = 450, (15.0, 70.0)
     else:
-        count, sigmas = 60, (10.0, 30.0)
+        count, sigmas = 70, (15.0, 60.0)
     centres = np.column_stack(
         [
             rng.uniform(-extent, extent, count),
