@@ -83,22 +83,20 @@ def fit_projection_model(
     shifts = (
         np.zeros((len(angles), 2)) if initial_shifts_px is None else np.array(initial_shifts_px)
     )
-    fit = None
-    for _ in range(4):
-        keep_beads = ~rejected_beads & (used.sum(axis=1) >= min_observations)
-        if keep_beads.sum() < 3:
+
+    def solve_kept() -> tuple[np.ndarray, ProjectionFit]:
+        keep = ~rejected_beads & (used.sum(axis=1) >= min_observations)
+        if keep.sum() < 3:
             raise ProjectionFitError(
-                f"only {int(keep_beads.sum())} beads with >= {min_observations} observations"
+                f"only {int(keep.sum())} beads with >= {min_observations} observations"
             )
-        fit = _solve(
-            observed[keep_beads],
-            used[keep_beads],
-            angles,
-            theta,
-            shifts,
-            solve_magnification,
-            solve_rotation,
+        solved = _solve(
+            observed[keep], used[keep], angles, theta, shifts, solve_magnification, solve_rotation
         )
+        return keep, solved
+
+    for _ in range(4):
+        keep_beads, fit = solve_kept()
         theta = np.deg2rad(fit.tilt_axis_angle_deg)
         shifts = fit.shifts_px
         distance = np.full(used.shape, np.nan)
@@ -122,21 +120,11 @@ def fit_projection_model(
             break
         used = used & ~bad
         rejected_beads |= bad_beads
-    keep_beads = ~rejected_beads & (used.sum(axis=1) >= min_observations)
+    keep_beads, fit = solve_kept()
     residuals = np.full(observed.shape, np.nan)
     beads_xyz = np.full((len(observed), 3), np.nan)
-    if fit is not None:
-        fit = _solve(
-            observed[keep_beads],
-            used[keep_beads],
-            angles,
-            theta,
-            shifts,
-            solve_magnification,
-            solve_rotation,
-        )
-        residuals[keep_beads] = fit.residuals_px
-        beads_xyz[keep_beads] = fit.beads_xyz_px
+    residuals[keep_beads] = fit.residuals_px
+    beads_xyz[keep_beads] = fit.beads_xyz_px
     final_used = used & keep_beads[:, None]
     return ProjectionFit(
         fit.tilt_axis_angle_deg,
