@@ -291,7 +291,7 @@ def align_tilt_series(
                 angles_deg,
                 coarse_raw,
             )
-        except FiducialAlignmentError as error:
+        except (FiducialAlignmentError, np.linalg.LinAlgError) as error:
             fallback = str(error)
     if not params.refine:
         return AlignmentResult(
