@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/spa.smk"
 include: "rules/particles.smk"
+include: "rules/spa3d.smk"
 include: "rules/tomo.smk"
 include: "rules/ispyb.smk"
 include: "rules/report.smk"
@@ -40,6 +41,7 @@ rule all:
         rules.config_used.output,
         SPA_TARGETS,
         PARTICLE_TARGETS,
+        SPA3D_TARGETS,
         TOMO_TARGETS,
         ISPYB_TARGETS,
         rules.session_report.output.html,

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from emproc.extract.star import read_particle_star, write_particle_star
-from emproc.io.atomic import write_json_atomic
+from emproc.io.atomic import write_json_atomic, write_text_atomic
 
 DROPPED_2D_COLUMNS = ("rlnClassNumber", "rlnAnglePsi", "rlnMaxValueProbDistribution")
 
@@ -36,11 +36,13 @@ def merge_selected_particles(
         optics_tables.append(optics)
         particle_tables.append(particles.drop(columns=list(DROPPED_2D_COLUMNS), errors="ignore"))
         per_batch.append({"star": str(Path(path).resolve()), "number_of_particles": len(particles)})
-    if not optics_tables:
-        raise ValueError("no 2D batch has been classified yet: nothing to select")
-    optics = pd.concat(optics_tables).drop_duplicates("rlnOpticsGroup").reset_index(drop=True)
-    particles = pd.concat(particle_tables, ignore_index=True)
-    write_particle_star(output_star, optics, particles)
+    if optics_tables:
+        optics = pd.concat(optics_tables).drop_duplicates("rlnOpticsGroup").reset_index(drop=True)
+        particles = pd.concat(particle_tables, ignore_index=True)
+        write_particle_star(output_star, optics, particles)
+    else:  # no 2D batch classified yet: an empty selection, 3D waits
+        particles = pd.DataFrame()
+        write_text_atomic(output_star, "# no 2D batch classified yet\n")
     summary = {
         "particles_star": str(Path(output_star).resolve()),
         "number_of_particles": int(len(particles)),
