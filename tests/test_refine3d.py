@@ -161,7 +161,7 @@ def test_bfactor_fit_slope_matches_the_applied_bfactor(tmp_path):
     result = run_bfactor(
         true_angles, tmp_path / "truth_1.mrc", tmp_path / "mask.mrc", tmp_path / "BFactor",
         tmp_path, Common3DParams(0.7 * box * pixel), BFactorParams(number_of_subsets=7,
-        min_particles=200, seed=1), compute=Compute(nice=10),
+        min_particles=200, seed=1), compute=Compute(),
     )  # fmt: skip
     resolutions = [row["resolution_angstrom"] for row in result["subsets"]]
     assert resolutions[0] > resolutions[-1] > 2 * pixel  # not limited by Nyquist
@@ -193,7 +193,7 @@ def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
     common = Common3DParams(DIAMETER, symmetry="C4")
     refined = run_refine(
         star, tmp_path / "truth_1.mrc", tmp_path / "Refine3D", tmp_path, common,
-        RefineParams(**QUICK), Compute(nice=10),
+        RefineParams(**QUICK), Compute(),
     )  # fmt: skip
     post = run_postprocess(
         refined["half1_map_path"], tmp_path / "PostProcess", tmp_path, PostprocessParams(),
@@ -241,7 +241,7 @@ def test_class3d_separates_two_densities_in_known_proportions(tmp_path):
     result = run_class3d(
         star, tmp_path / "truth_1.mrc", tmp_path / "Class3D", tmp_path,
         Common3DParams(DIAMETER), Class3DParams(number_of_classes=2, iterations=15, **QUICK),
-        Compute(nice=10),
+        Compute(),
     )  # fmt: skip
     _, data = read_particle_star(result["data_star"])
     truth = pd.read_csv(tmp_path / "truth.csv").set_index("image_name")
@@ -252,3 +252,45 @@ def test_class3d_separates_two_densities_in_known_proportions(tmp_path):
     assert len(result["classes"]) == 2
     assert sum(c["particles_per_class"] for c in result["classes"]) == 1000
     assert (tmp_path / "Class3D" / "best_class_particles.star").is_file()
+
+
+def test_report_section_shows_maps_fsc_and_bfactor(tmp_path):
+    from emproc.io.atomic import write_json_atomic
+    from emproc.refine3d.maps import write_map
+    from emproc.report.page import render_report
+
+    volume = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    write_map(tmp_path / "map.mrc", volume, 4.0)
+    steps = {
+        "initial_model": {"map_path": str(tmp_path / "map.mrc"), "resolution_angstrom": 20.0},
+        "refine": {"map_path": str(tmp_path / "map.mrc"), "number_of_particles": 900},
+        "postprocess": {
+            "resolution_angstrom": 9.5,
+            "sharpening_bfactor_angstrom2": -310.0,
+            "fsc": {
+                "resolution_angstrom": [999.0, 64.0, 32.0, 16.0, 8.0],
+                "fsc_corrected": [1.0, 0.99, 0.9, 0.3, 0.01],
+                "fsc_unmasked": [1.0, 0.98, 0.8, 0.2, 0.0],
+            },
+        },
+        "bfactor": {
+            "bfactor_angstrom2": 400.0,
+            "slope_per_angstrom2": 0.005,
+            "intercept_per_angstrom2": -0.02,
+            "subsets": [
+                {"number_of_particles": n, "resolution_angstrom": d}
+                for n, d in ((200, 14.0), (400, 12.0), (800, 10.5))
+            ],
+        },
+    }
+    paths = {}
+    for step, summary in steps.items():
+        paths[step] = str(tmp_path / f"{step}.json")
+        write_json_atomic(paths[step], summary)
+    write_json_atomic(
+        tmp_path / "spa3d.json",
+        {"number_of_selected_particles": 900, "min_particles_for_3d": 500, "steps": paths},
+    )
+    page = render_report(tmp_path, "t")
+    assert "<h2>3D</h2>" in page and "9.50 A" in page and "B-factor fit: 400" in page
+    assert page.count("data:image/png") >= 4  # initial model, refined map, FSC, B-factor

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import html
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from emproc.refine3d.maps import read_map  # noqa: E402
-
-
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    return buffer.getvalue()
+from emproc.refine3d.maps import read_map
+from emproc.report.plots import _png, plt  # one Agg backend and PNG encoder for the report
 
 
 def map_views_png(volume: np.ndarray, title: str) -> bytes:
