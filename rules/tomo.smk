@@ -26,6 +26,7 @@ rule process_tilt_series:
         rawtlt=f"{TOMO_DIR}.rawtlt",
         tlt=f"{TOMO_DIR}.tlt",
         xf=f"{TOMO_DIR}.xf",
+        xtilt=f"{TOMO_DIR}.xtilt",
         aln=f"{TOMO_DIR}.aln",
         tomogram=f"{TOMO_DIR}_rec.mrc",
         xy=f"{TOMO_DIR}_xy.jpg",

@@ -1,6 +1,7 @@
 """The tomography simulator: scheme, determinism, files as SerialEM writes them."""
 
 import json
+from dataclasses import replace
 
 import mrcfile
 import numpy as np
@@ -78,3 +79,26 @@ def test_mdoc_records_calibrated_axis_and_target_defocus_not_the_truth(tmp_path)
     assert "Tilt axis angle = 88.0" in mdoc and truth["tilt_axis_angle_deg"] == 85.0
     assert mdoc.count("Defocus = -3.0000") == 7  # the target; the truth spreads around it
     assert np.std(truth["defocus_angstrom"]) > 100.0
+
+
+def test_gold_beads_sit_on_the_surfaces_and_are_dark_at_any_defocus():
+    from emproc.simulate.phantom import make_phantom
+    from emproc.simulate.tomo import render_tilt
+
+    phantom = PhantomParams(
+        number_of_particles=0, number_of_vesicles=0, number_of_membrane_sheets=0
+    )
+    beads = make_phantom(
+        PhantomParams(**{**phantom.__dict__, "number_of_gold_beads": 4}),
+        np.random.default_rng(0),
+    )
+    half_slab = phantom.slab_thickness_angstrom / 2
+    heights = sorted(abs(b.centre_angstrom[2]) for b in beads)
+    assert heights == pytest.approx([half_slab - phantom.gold_radius_angstrom] * 4)
+    centred = [replace(beads[0], centre_angstrom=(0.0, 0.0, 0.0))]
+    params = TiltSeriesParams(image_size_px=64, pixel_size_angstrom=8.0)
+    for defocus in (10000.0, 40000.0):
+        intensity = render_tilt(centred, params, 0.0, (0.0, 0.0), defocus, 0.0)
+        middle = intensity.shape[0] // 2
+        # ~50% transmission through the middle of a 10 nm bead (amplitude contrast)
+        assert intensity[middle, middle] < 0.7 * np.median(intensity)

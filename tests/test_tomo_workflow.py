@@ -1,5 +1,6 @@
 """The tomography workflow end to end through Snakemake on a simulated session."""
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def test_snakemake_tomography_session(tmp_path):
     assert row["number_of_tilts_used"] == 41
     assert row["number_of_tilts_excluded"] == 0
     assert (row["min_tilt_deg"], row["max_tilt_deg"]) == (-60, 60)
+    # the simulated series has gold beads (the demo's default): the fiducial path aligns it
+    summary = json.loads(
+        (tmp_path / "processed" / "Tomograms" / "Position_1" / "Position_1_tomo.json").read_text()
+    )
+    assert summary["alignment_method"] == "fiducial", summary["alignment_fallback_reason"]
+    assert summary["fiducial_beads_used"] >= 5
+    assert summary["alignment_residual_mean_nm"] < 0.5
+    assert Path(summary["fiducial_model_path"]).read_bytes()[:8] == b"IMODV1.2"
     with mrcfile.open(row["tomogram_path"]) as mrc:
         assert float(mrc.voxel_size.x) == pytest.approx(8.0)  # 4 A/px x binning 2
         assert mrc.data.shape == (72, 128, 128)

@@ -142,15 +142,31 @@ def tomo_config(session_dir: Path, output_dir: Path, params: Any) -> dict[str, A
         patch_size_px=48 if binning == 2 else 24,
         thickness_px=int(round(1.5 * slab_px / 8)) * 8,
         completion_timeout_s=0,
+        # gold in the phantom: fiducial alignment at its diameter; none: patch tracking
+        bead_diameter_nm=(
+            params.phantom.gold_radius_angstrom / 5.0
+            if params.phantom.number_of_gold_beads
+            else 0.0
+        ),
     )
     config["outputs"]["dir"] = str(output_dir.resolve())
     return validate_config(config)
 
 
 def command_simulate_tomo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from emproc.simulate.phantom import PhantomParams
     from emproc.simulate.tomo import TiltSeriesParams, simulate_tomo_session
 
-    params = TiltSeriesParams(image_size_px=args.size, tilt_step_deg=args.tilt_step)
+    phantom = replace(
+        PhantomParams(),
+        number_of_gold_beads=args.beads,
+        gold_radius_angstrom=5.0 * args.bead_diameter_nm,
+    )
+    params = TiltSeriesParams(
+        image_size_px=args.size, tilt_step_deg=args.tilt_step, phantom=phantom
+    )
     session_dir = Path(args.outdir)
     truth_path = simulate_tomo_session(
         session_dir, number_of_tilt_series=args.tilt_series, params=params, seed=args.seed
@@ -194,6 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tomo.add_argument("--size", type=int, default=256, help="image side, pixels")
     tomo.add_argument("--tilt-step", type=float, default=3.0, help="degrees")
     tomo.add_argument("--seed", type=int, default=0)
+    tomo.add_argument("--beads", type=int, default=16, help="gold beads in the phantom, 0 = none")
+    tomo.add_argument("--bead-diameter-nm", type=float, default=10.0)
     tomo.add_argument("--write-config", default=None, help="also write a config for this session")
     tomo.add_argument("--output-dir", default=None, help="outputs dir in that config")
     tomo.set_defaults(handler=command_simulate_tomo)

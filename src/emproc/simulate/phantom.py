@@ -24,6 +24,9 @@ class Ellipsoid:
     semi_axes_angstrom: tuple[float, float, float]  # along the rotated x, y, z axes
     rotation: tuple[tuple[float, float, float], ...]  # 3x3, columns = ellipsoid axes
     density: float
+    # fraction of the beam lost per Angstrom of path (scattering outside the objective
+    # aperture): amplitude contrast, which makes gold dark whatever the defocus
+    absorption_per_angstrom: float = 0.0
 
     def shape_matrix(self) -> np.ndarray:
         """M with (p - c)^T M (p - c) <= 1 inside."""
@@ -50,9 +53,10 @@ class PhantomParams:
     particle_radius_angstrom: tuple[float, float] = (40.0, 90.0)
     particle_density: float = 1.0
     number_of_membrane_sheets: int = 1
-    number_of_gold_beads: int = 0
-    gold_radius_angstrom: float = 25.0
+    number_of_gold_beads: int = 0  # on the slab's two surfaces (alternately)
+    gold_radius_angstrom: float = 50.0  # 10 nm beads
     gold_density: float = 8.0
+    gold_absorption_per_angstrom: float = 0.007  # ~50% transmission through a 10 nm bead
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -126,10 +130,18 @@ def make_phantom(params: PhantomParams, rng: np.random.Generator) -> list[Ellips
                 params.particle_density,
             )
         )
-    for _ in range(params.number_of_gold_beads):
+    for index in range(params.number_of_gold_beads):
         radius = params.gold_radius_angstrom
+        x, y, _ = centre_within(radius)
+        surface = (1 if index % 2 else -1) * max(half_slab - radius, 0.0)
         objects.append(
-            Ellipsoid(centre_within(radius), (radius,) * 3, identity, params.gold_density)
+            Ellipsoid(
+                (x, y, surface),
+                (radius,) * 3,
+                identity,
+                params.gold_density,
+                params.gold_absorption_per_angstrom,
+            )
         )
     return objects
 

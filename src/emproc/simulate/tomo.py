@@ -19,7 +19,7 @@ axis angle is the calibrated one, off by `mdoc_tilt_axis_error_deg`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,6 +151,14 @@ def render_tilt(
     aligned_x = (inverse[0, 0] * dx + inverse[0, 1] * dy) * params.pixel_size_angstrom
     aligned_y = (inverse[1, 0] * dx + inverse[1, 1] * dy) * params.pixel_size_angstrom
     projection = project_phantom(objects, aligned_x, aligned_y, tilt_angle_deg)
+    absorbing = [
+        replace(o, density=o.absorption_per_angstrom)
+        for o in objects
+        if o.absorption_per_angstrom > 0
+    ]
+    absorption = (
+        project_phantom(absorbing, aligned_x, aligned_y, tilt_angle_deg) if absorbing else 0.0
+    )
     phase = params.phase_per_density_angstrom_rad * projection
     if rng is not None and params.ice_texture_rad_angstrom > 0:
         path_factor = 1.0 / np.sqrt(np.cos(np.deg2rad(tilt_angle_deg)))
@@ -190,7 +198,7 @@ def render_tilt(
         plane = scipy.fft.irfft2(spectrum * transfer * envelope, s=phase.shape)
         weight = np.clip(1.0 - np.abs(position - index), 0.0, 1.0)
         contrast += weight * plane
-    return 1.0 + 2.0 * contrast
+    return (1.0 + 2.0 * contrast) * np.exp(-absorption)
 
 
 def simulate_tilt_series(
@@ -391,6 +399,4 @@ def simulate_tomo_session(
 
 
 def _with_name(params: TiltSeriesParams, name: str) -> TiltSeriesParams:
-    from dataclasses import replace
-
     return replace(params, position_name=name)

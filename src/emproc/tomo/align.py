@@ -14,6 +14,12 @@ import scipy.fft
 from scipy import ndimage
 
 from emproc.tomo.axis import AxisParams, estimate_tilt_axis
+from emproc.tomo.fiducial import (
+    FiducialAlignmentError,
+    FiducialParams,
+    FiducialResult,
+    align_with_fiducials,
+)
 from emproc.tomo.geometry import align_image, rotation_matrix, taper_mask
 from emproc.tomo.stack import fourier_bin
 
@@ -50,7 +56,14 @@ class AlignmentResult:
     residual_rms_px: float  # fit residual at the alignment binning (nan: no refinement)
     residuals_per_tilt_px: np.ndarray  # rms per tilt at the alignment binning
     patches_used: int
-    binning: int
+    binning: int  # residuals are in pixels at this binning (1 for fiducial alignment)
+    method: str = "patch_tracking"  # or "fiducial"
+    fallback_reason: str | None = None  # why fiducial alignment was not used, if asked for
+    magnifications: np.ndarray | None = None  # per tilt (fiducial fit), None = all 1
+    rotations_deg: np.ndarray | None = None  # per-tilt in-plane rotation added to the axis
+    fiducial: object | None = None  # emproc.tomo.fiducial.FiducialResult
+    # fit residuals [track, tilt, (x, y)] at `binning` (patch or bead tracks), nan = unused
+    residuals_px: np.ndarray | None = None
 
 
 def _bandpass(image: np.ndarray, params: AlignmentParams) -> np.ndarray:
@@ -226,15 +239,11 @@ def _fit_model(
     return squared, shifts, residual
 
 
-def align_tilt_series(
-    images: np.ndarray,
-    angles_deg: np.ndarray,
-    tilt_axis_guess_deg: float,
-    params: AlignmentParams | None = None,
-) -> AlignmentResult:
-    """Align a stack [tilt, y, x] (sorted by tilt angle, zero-mean contrast, unbinned)."""
-    params = params or AlignmentParams()
-    angles_deg = np.asarray(angles_deg, dtype=float)
+def coarse_alignment(
+    images: np.ndarray, angles_deg: np.ndarray, tilt_axis_guess_deg: float, params: AlignmentParams
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Band-passed binned images, the axis (measured when `params.refine_axis`) and the
+    coarse shifts [tilt, (x, y)] in the axis-vertical frame at the alignment binning."""
     if len(angles_deg) < 3:
         raise AlignmentError(f"need at least 3 tilts to align, got {len(angles_deg)}")
     binned = np.stack([_bandpass(fourier_bin(image, params.binning), params) for image in images])
@@ -248,8 +257,42 @@ def align_tilt_series(
             axis_deg = estimate.tilt_axis_angle_deg
             # coarse shifts again in the frame of the measured axis (stretch direction)
             coarse = coarse_align(binned, angles_deg, axis_deg, max_shift)
+    return binned, axis_deg, coarse
+
+
+def align_tilt_series(
+    images: np.ndarray,
+    angles_deg: np.ndarray,
+    tilt_axis_guess_deg: float,
+    params: AlignmentParams | None = None,
+    *,
+    fiducial: FiducialParams | None = None,
+    pixel_size_angstrom: float | None = None,
+) -> AlignmentResult:
+    """Align a stack [tilt, y, x] (sorted by tilt angle, zero-mean contrast, unbinned).
+
+    With `fiducial` (and the pixel size, for the bead diameter) gold beads are tracked and
+    the projection model fitted to them (`emproc.tomo.fiducial`); if too few beads are
+    found or kept, patch tracking runs instead and `fallback_reason` says why."""
+    params = params or AlignmentParams()
+    angles_deg = np.asarray(angles_deg, dtype=float)
+    binned, axis_deg, coarse = coarse_alignment(images, angles_deg, tilt_axis_guess_deg, params)
     guess_rotation = rotation_matrix(axis_deg)
     coarse_raw = coarse @ guess_rotation.T * params.binning
+    fallback = None
+    if fiducial is not None:
+        if pixel_size_angstrom is None:
+            raise AlignmentError("fiducial alignment needs the pixel size")
+        try:
+            return _fiducial_result(
+                align_with_fiducials(
+                    images, angles_deg, axis_deg, coarse_raw, pixel_size_angstrom, fiducial
+                ),
+                angles_deg,
+                coarse_raw,
+            )
+        except (FiducialAlignmentError, np.linalg.LinAlgError) as error:
+            fallback = str(error)
     if not params.refine:
         return AlignmentResult(
             angles_deg,
@@ -260,6 +303,7 @@ def align_tilt_series(
             np.full(len(angles_deg), np.nan),
             0,
             params.binning,
+            fallback_reason=fallback,
         )
     # patches are tracked in the frame rotated to the (measured) axis
     rotated = np.stack([align_image(image, axis_deg, (0, 0)) for image in binned])
@@ -284,6 +328,34 @@ def align_tilt_series(
         per_tilt,
         int(keep.sum()),
         params.binning,
+        fallback_reason=fallback,
+        residuals_px=residual,
+    )
+
+
+def _fiducial_result(
+    result: FiducialResult, angles_deg: np.ndarray, coarse_raw: np.ndarray
+) -> AlignmentResult:
+    fit = result.fit
+    distance = np.linalg.norm(fit.residuals_px, axis=-1)  # unbinned px, nan = unused
+    distance = np.where(fit.used, distance, np.nan)
+    counts = np.sum(np.isfinite(distance), axis=0)
+    with np.errstate(invalid="ignore"):
+        per_tilt = np.sqrt(np.nansum(distance**2, axis=0) / counts)
+    return AlignmentResult(
+        angles_deg,
+        fit.tilt_axis_angle_deg,
+        fit.shifts_px,
+        coarse_raw,
+        float(np.sqrt(np.nanmean(distance**2))),
+        per_tilt,
+        0,
+        1,
+        method="fiducial",
+        magnifications=fit.magnifications,
+        rotations_deg=fit.rotations_deg,
+        fiducial=result,
+        residuals_px=np.where(fit.used[..., None], fit.residuals_px, np.nan),
     )
 
 

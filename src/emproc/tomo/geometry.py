@@ -24,13 +24,15 @@ def align_image(
     shift_xy_px: tuple[float, float] | np.ndarray,
     stretch_x: float = 1.0,
     output_shape: tuple[int, int] | None = None,
+    magnification: float = 1.0,
 ) -> np.ndarray:
     """Resample a raw image into the aligned frame (axis vertical, shift removed),
-    optionally stretched by `stretch_x` perpendicular to the axis. Outside: 0 (images are
-    zero-mean contrast)."""
+    optionally stretched by `stretch_x` perpendicular to the axis; `magnification` m of
+    the raw image (raw = m R aligned + shift) is undone. Outside: 0 (images are zero-mean
+    contrast)."""
     ny, nx = image.shape
     out_ny, out_nx = output_shape or image.shape
-    forward = rotation_matrix(tilt_axis_angle_deg) @ np.diag([1.0 / stretch_x, 1.0])
+    forward = magnification * rotation_matrix(tilt_axis_angle_deg) @ np.diag([1.0 / stretch_x, 1.0])
     # affine_transform maps output index (y, x) -> input index: r = F a + s + centre
     matrix_yx = forward[::-1, ::-1]
     shift = np.asarray(shift_xy_px, dtype=float)
@@ -42,11 +44,22 @@ def align_image(
     )
 
 
-def xf_lines(tilt_axis_angle_deg: float, shifts_xy_px: np.ndarray) -> str:
-    """IMOD .xf text: `A11 A12 A21 A22 DX DY` per tilt (raw -> aligned, unbinned px)."""
-    a = rotation_matrix(-tilt_axis_angle_deg)
+def xf_lines(
+    tilt_axis_angle_deg: float,
+    shifts_xy_px: np.ndarray,
+    rotations_deg: np.ndarray | None = None,
+    magnifications: np.ndarray | None = None,
+) -> str:
+    """IMOD .xf text: `A11 A12 A21 A22 DX DY` per tilt (raw -> aligned, unbinned px);
+    per-tilt in-plane rotations (added to the axis angle) and magnifications optional."""
+    count = len(shifts_xy_px)
+    rotations = np.zeros(count) if rotations_deg is None else np.asarray(rotations_deg)
+    mags = np.ones(count) if magnifications is None else np.asarray(magnifications)
     lines = []
-    for shift in np.asarray(shifts_xy_px, dtype=float):
+    for shift, rotation, mag in zip(
+        np.asarray(shifts_xy_px, dtype=float), rotations, mags, strict=True
+    ):
+        a = rotation_matrix(-(tilt_axis_angle_deg + rotation)) / mag
         d = -a @ shift
         lines.append(
             f"{a[0, 0]:12.7f}{a[0, 1]:12.7f}{a[1, 0]:12.7f}{a[1, 1]:12.7f}{d[0]:12.3f}{d[1]:12.3f}"

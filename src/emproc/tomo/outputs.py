@@ -15,10 +15,21 @@ from emproc.tomo.align import AlignmentResult  # noqa: E402
 from emproc.tomo.geometry import xf_lines  # noqa: E402
 
 
-def write_imod_alignment(alignment: AlignmentResult, xf_path: Path, tlt_path: Path) -> None:
-    """`.xf` (raw -> aligned, unbinned px, one line per tilt of the stack) and `.tlt`."""
-    write_text_atomic(xf_path, xf_lines(alignment.tilt_axis_angle_deg, alignment.shifts_px))
+def write_imod_alignment(
+    alignment: AlignmentResult, xf_path: Path, tlt_path: Path, xtilt_path: Path | None = None
+) -> None:
+    """`.xf` (raw -> aligned, unbinned px, one line per tilt of the stack), `.tlt` and
+    `.xtilt` (tilt around X per view as tiltalign writes it: 0, not solved)."""
+    text = xf_lines(
+        alignment.tilt_axis_angle_deg,
+        alignment.shifts_px,
+        alignment.rotations_deg,
+        alignment.magnifications,
+    )
+    write_text_atomic(xf_path, text)
     write_text_atomic(tlt_path, "".join(f"{a:.2f}\n" for a in alignment.tilt_angles_deg))
+    if xtilt_path is not None:
+        write_text_atomic(xtilt_path, "".join("0.00\n" for _ in alignment.tilt_angles_deg))
 
 
 def write_aln(alignment: AlignmentResult, aln_path: Path, image_size_xy: tuple[int, int]) -> None:
@@ -68,7 +79,8 @@ def write_residual_plot(alignment: AlignmentResult, path: Path) -> None:
     axis.plot(alignment.tilt_angles_deg, alignment.residuals_per_tilt_px, "o-", ms=3)
     axis.set_xlabel("tilt angle (deg)")
     axis.set_ylabel(f"residual (px, bin {alignment.binning})")
-    axis.set_title(f"patch-tracking fit: rms {alignment.residual_rms_px:.2f} px")
+    label = "fiducial" if alignment.method == "fiducial" else "patch-tracking"
+    axis.set_title(f"{label} fit: rms {alignment.residual_rms_px:.2f} px")
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100)

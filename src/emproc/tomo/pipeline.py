@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,9 @@ from emproc.io.atomic import atomic_path, write_json_atomic
 from emproc.io.mdoc import TiltSeriesMetadata, read_tilt_series_mdoc
 from emproc.io.plot_json import write_xy_json
 from emproc.tomo.align import AlignmentParams, align_tilt_series
+from emproc.tomo.alignment_report import alignment_summary
+from emproc.tomo.fiducial import FiducialParams
+from emproc.tomo.imod_model import write_fiducial_model
 from emproc.tomo.outputs import (
     write_aln,
     write_imod_alignment,
@@ -22,6 +26,8 @@ from emproc.tomo.outputs import (
 )
 from emproc.tomo.reconstruct import ReconstructionParams, aligned_stack, reconstruct_tomogram
 from emproc.tomo.stack import ExclusionParams, assemble_tilt_stack, write_stack
+
+LOG = logging.getLogger(__name__)
 
 
 def discover_tilt_series(session_dir: str | Path, mdoc_glob: str) -> dict[str, Path]:
@@ -64,6 +70,7 @@ def output_paths(output_dir: str | Path, name: str) -> dict[str, Path]:
         "rawtlt_path": base / f"{name}.rawtlt",
         "tlt_path": base / f"{name}.tlt",
         "xf_path": base / f"{name}.xf",
+        "xtilt_path": base / f"{name}.xtilt",
         "aln_path": base / f"{name}.aln",
         "tomogram_path": base / f"{name}_rec.mrc",
         "xy_snapshot_path": base / f"{name}_xy.jpg",
@@ -120,8 +127,30 @@ def process_tilt_series(
         stack.tilt_angles_deg,
         float(metadata.tilt_axis_angle_deg if axis_override is None else axis_override),
         alignment_params,
+        fiducial=fiducial_params(tomo),
+        pixel_size_angstrom=stack.pixel_size_angstrom,
     )
-    write_imod_alignment(alignment, paths["xf_path"], paths["tlt_path"])
+    if alignment.fallback_reason:
+        LOG.warning(
+            "%s: patch tracking instead of fiducials: %s", metadata.name, alignment.fallback_reason
+        )
+    fiducial_model_path = None
+    if alignment.fiducial is not None:
+        fiducial_model_path = paths["stack_path"].with_suffix(".fid")
+        write_fiducial_model(
+            fiducial_model_path,
+            alignment.fiducial.observed_px,
+            alignment.fiducial.fit.used,
+            stack.images.shape[1:],
+        )
+        LOG.info(
+            "%s: fiducial alignment, %d of %d beads, residual %.2f px",
+            metadata.name,
+            alignment.fiducial.beads_used,
+            alignment.fiducial.seeds_found,
+            alignment.residual_rms_px,
+        )
+    write_imod_alignment(alignment, paths["xf_path"], paths["tlt_path"], paths["xtilt_path"])
     ny, nx = stack.images.shape[1:]
     write_aln(alignment, paths["aln_path"], (nx, ny))
     write_residual_plot(alignment, paths["residual_plot_path"])
@@ -154,6 +183,8 @@ def process_tilt_series(
         voltage_kv=voltage,
         spherical_aberration_mm=float(microscope.get("spherical_aberration_mm", 2.7)),
         amplitude_contrast=float(microscope.get("amplitude_contrast", 0.1)),
+        rotations_deg=alignment.rotations_deg,
+        magnifications=alignment.magnifications,
     )
     voxel = stack.pixel_size_angstrom * binning
     reconstruct_tomogram(
@@ -187,6 +218,8 @@ def process_tilt_series(
         * alignment.binning
         * stack.pixel_size_angstrom,
         "patches_used": alignment.patches_used,
+        "fiducial_model_path": None if fiducial_model_path is None else str(fiducial_model_path),
+        **alignment_summary(alignment, stack.pixel_size_angstrom),
         "pixel_size_angstrom": stack.pixel_size_angstrom,
         "binning": binning,
         "voxel_size_angstrom": voxel,
@@ -198,6 +231,20 @@ def process_tilt_series(
     }
     write_json_atomic(paths["summary_path"], summary)
     return summary
+
+
+def fiducial_params(tomo: dict) -> FiducialParams | None:
+    """Fiducial settings from the `tomo:` config section; None when `bead_diameter_nm` is
+    0 or absent (patch tracking only)."""
+    diameter = float(tomo.get("bead_diameter_nm") or 0.0)
+    if diameter <= 0:
+        return None
+    return FiducialParams(
+        bead_diameter_nm=diameter,
+        min_beads=int(tomo.get("fiducial_min_beads", FiducialParams.min_beads)),
+        solve_magnification=bool(tomo.get("fiducial_solve_magnification", False)),
+        solve_rotation=bool(tomo.get("fiducial_solve_rotation", False)),
+    )
 
 
 _CTF_KEYS = (

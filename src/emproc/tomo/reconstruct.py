@@ -49,8 +49,14 @@ def aligned_stack(
     voltage_kv: float = 300.0,
     spherical_aberration_mm: float = 2.7,
     amplitude_contrast: float = 0.1,
+    rotations_deg: np.ndarray | None = None,
+    magnifications: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Binned, phase-flipped (when defoci are given) and aligned images [tilt, y, x]."""
+    """Binned, phase-flipped (when defoci are given) and aligned images [tilt, y, x];
+    optional per-tilt in-plane rotations (added to the axis) and magnifications."""
+    count = len(images)
+    rotations = np.zeros(count) if rotations_deg is None else np.asarray(rotations_deg)
+    mags = np.ones(count) if magnifications is None else np.asarray(magnifications)
     out = []
     for index, image in enumerate(images):
         binned = fourier_bin(image, binning)
@@ -71,7 +77,14 @@ def aligned_stack(
             )
             # CTF is negative at low frequency: flip so dense matter comes out positive
             binned = scipy.fft.irfft2(scipy.fft.rfft2(binned) * -sign, s=binned.shape)
-        out.append(align_image(binned, tilt_axis_angle_deg, np.asarray(shifts_px[index]) / binning))
+        out.append(
+            align_image(
+                binned,
+                tilt_axis_angle_deg + rotations[index],
+                np.asarray(shifts_px[index]) / binning,
+                magnification=float(mags[index]),
+            )
+        )
     return np.stack(out).astype(np.float32)
 
 

@@ -79,7 +79,8 @@ def fourier_bin(image: np.ndarray, factor: int) -> np.ndarray:
     ny, nx = image.shape
     my, mx = ny // factor, nx // factor
     spectrum = scipy.fft.rfft2(image)
-    rows = np.r_[0 : my // 2, ny - my // 2 : ny]
+    # non-negative frequencies first, then negative ones: (my + 1) // 2 + my // 2 = my rows
+    rows = np.r_[0 : (my + 1) // 2, ny - my // 2 : ny]
     cropped = spectrum[rows, : mx // 2 + 1]
     return (scipy.fft.irfft2(cropped, s=(my, mx)) / factor**2).astype(np.float32)
 
