@@ -14,7 +14,7 @@ from typing import Any
 import ispyb.sqlalchemy as models
 import sqlalchemy as sa
 
-from emproc.ispyb.db import upsert
+from emproc.ispyb.db import upsert, upsert_children
 
 _LINK = models.t_ParticleClassification_has_CryoemInitialModel
 
@@ -49,23 +49,9 @@ def write_classification(
         ).scalar()
     group_id = upsert(connection, group, group_id, group_values)
     klass = models.ParticleClassification
-    existing = dict(
-        connection.execute(
-            sa.select(klass.classNumber, klass.particleClassificationId).where(
-                klass.particleClassificationGroupId == group_id
-            )
-        ).all()
+    class_ids, stale = upsert_children(
+        connection, klass, ("particleClassificationGroupId", group_id), "classNumber", class_values
     )
-    class_ids = {}
-    for values in class_values:
-        number = values["classNumber"]
-        class_ids[str(number)] = upsert(
-            connection,
-            klass,
-            existing.get(number),
-            {**values, "particleClassificationGroupId": group_id},
-        )
-    stale = [i for n, i in existing.items() if str(n) not in class_ids]
     if drop_other_classes and stale:
         connection.execute(sa.delete(_LINK).where(_LINK.c.particleClassificationId.in_(stale)))
         connection.execute(

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from emproc.ispyb.collection import CollectionIds, Recipe
-from emproc.ispyb.db import upsert
+from emproc.ispyb.db import upsert_children
 from emproc.ispyb.recipes.classification import write_classification
 from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy, run_in_transaction
 from emproc.ispyb.rows import optional_float, require
@@ -128,24 +128,11 @@ def ingest_refinement(
         )  # fmt: skip
         class_id = class_ids[str(REFINED_CLASS)]
         fit_table = models.BFactorFit
-        existing = dict(
-            connection.execute(
-                sa.select(fit_table.numberOfParticles, fit_table.bFactorFitId).where(
-                    fit_table.particleClassificationId == class_id
-                )
-            ).all()
+        fit_ids, stale = upsert_children(
+            connection, fit_table, ("particleClassificationId", class_id), "numberOfParticles", fits
         )
-        fit_ids = {}
-        for fit in fits:
-            number = fit["numberOfParticles"]
-            fit_ids[str(number)] = upsert(
-                connection, fit_table, existing.pop(number, None),
-                {**fit, "particleClassificationId": class_id},
-            )  # fmt: skip
-        if existing:  # subset sizes of an earlier run
-            connection.execute(
-                sa.delete(fit_table).where(fit_table.bFactorFitId.in_(list(existing.values())))
-            )
+        if stale:  # subset sizes of an earlier run
+            connection.execute(sa.delete(fit_table).where(fit_table.bFactorFitId.in_(stale)))
         return {
             "particleClassificationGroupId": group_id,
             "particleClassificationId": class_id,
