@@ -53,8 +53,8 @@ TOMOGRAM_ALIGNMENT: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
     # emproc solves no x-axis tilt, so the correction applied is none (etomo's X axis tilt 0)
     "xAxisCorrection": (("alignment_method", lambda _: 0.0),),
 }
-# TiltImageAlignment column -> (key of the tilt's `tilt_alignment` entry, conversion);
-# the residual is in unbinned pixels, `nm_per_px` converts it
+# TiltImageAlignment column -> key of the tilt's `tilt_alignment` entry (residualError is
+# converted from unbinned pixels in `tilt_alignment_rows`)
 TILT_ALIGNMENT: dict[str, str] = {
     "refinedTiltAngle": "tilt_angle_deg",  # nominal: emproc does not refine tilt angles
     "refinedTiltAxis": "tilt_axis_angle_deg",  # with the tilt's own rotation
