@@ -294,3 +294,66 @@ def test_report_section_shows_maps_fsc_and_bfactor(tmp_path):
     page = render_report(tmp_path, "t")
     assert "<h2>3D</h2>" in page and "9.50 A" in page and "B-factor fit: 400" in page
     assert page.count("data:image/png") >= 4  # initial model, refined map, FSC, B-factor
+
+
+@pytest.mark.slow
+@needs_relion
+def test_every_step_runs_from_the_config_and_writes_relion_files(tmp_path):
+    # the whole chain through emproc.refine3d.pipeline at a tiny size (24 px, coarse
+    # settings): RELION's standard files and every summary key the ISPyB ingest reads
+    import yaml
+
+    from emproc.config import WORKFLOW_ROOT, validate_config
+    from emproc.refine3d.pipeline import run_step
+
+    config = validate_config(yaml.safe_load((WORKFLOW_ROOT / "config/config.yaml").read_text()))
+    spa3d = config["spa3d"]
+    spa3d["initial_model"].update(
+        iterations_initial=2, iterations_inbetween=2, iterations_final=2,
+        subset_initial=50, subset_final=100,
+    )  # fmt: skip
+    spa3d["class3d"].update(number_of_classes=2, iterations=2, healpix_order=1)
+    spa3d["refine"].update(healpix_order=1, local_healpix_order=2)
+    spa3d["bfactor"].update(number_of_subsets=3, min_particles=100)
+    density = make_atom_density("dumbbell", 80.0, 200, seed=1)
+    params = Particles3DParams(
+        box_px=24, pixel_size_angstrom=6.0, number_of_particles=400, snr=0.3,
+        bfactor_angstrom2=300.0, max_shift_angstrom=0.0,
+    )  # fmt: skip
+    star = write_particles(tmp_path, [density], params)
+
+    def step(name, **inputs):
+        summary = tmp_path / name / "summary.json"
+        run_step(
+            name, {k: str(v) for k, v in inputs.items()}, tmp_path / name, summary, tmp_path,
+            spa3d, default_diameter_angstrom=100.0,
+        )  # fmt: skip
+        return json.loads(summary.read_text())
+
+    initial = step("initial_model", particles=star)
+    assert initial["number_of_particles"] == 400 and (tmp_path / "initial_model").is_dir()
+    classes = step("class3d", particles=star, reference=initial["map_path"])
+    assert {c["class_number"] for c in classes["classes"]} == {1, 2}
+    assert sum(c["selected"] for c in classes["classes"]) == 1
+    for key in ("rotation_accuracy_deg", "translation_accuracy_angstrom",
+                "estimated_resolution_angstrom", "overall_fourier_completeness",
+                "class_distribution", "particles_per_class", "class_map_path"):  # fmt: skip
+        assert key in classes["classes"][0]
+    refined = step(
+        "refine", particles=classes["best_class_particles_star"],
+        reference=classes["best_class_map"],
+    )  # fmt: skip
+    assert (tmp_path / "refine" / "run_class001.mrc").is_file()
+    assert (tmp_path / "refine" / "run_model.star").is_file()
+    post = step("postprocess", refine_summary=tmp_path / "refine" / "summary.json")
+    assert (tmp_path / "postprocess" / "postprocess.star").is_file()
+    assert post["resolution_angstrom"] >= 12.0  # Nyquist
+    bfactor = step(
+        "bfactor", refine_summary=tmp_path / "refine" / "summary.json",
+        postprocess_summary=tmp_path / "postprocess" / "summary.json",
+    )  # fmt: skip
+    assert len(bfactor["subsets"]) >= 2
+    assert {"number_of_particles", "particle_batch_size", "resolution_angstrom"} <= set(
+        bfactor["subsets"][0]
+    )
+    assert refined["number_of_particles"] == bfactor["number_of_particles"]

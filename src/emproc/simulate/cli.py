@@ -60,7 +60,7 @@ def demo_3d_settings(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with 3D reached by a few hundred particles at coarse, quick settings
     (`emproc simulate spa --demo-3d`, `make demo`): a smoke run, not a structure (docs/spa3d.md)."""
     spa3d = config["spa3d"]
-    spa3d["min_particles"] = 100
+    spa3d["min_particles"] = 50
     spa3d["initial_model"].update(
         iterations_initial=10, iterations_inbetween=20, iterations_final=10,
         subset_initial=50, subset_final=100,
