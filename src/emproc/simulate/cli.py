@@ -210,7 +210,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tomo.add_argument("--size", type=int, default=256, help="image side, pixels")
     tomo.add_argument("--tilt-step", type=float, default=3.0, help="degrees")
     tomo.add_argument("--seed", type=int, default=0)
-    tomo.add_argument("--beads", type=int, default=16, help="gold beads in the phantom, 0 = none")
+    tomo.add_argument("--beads", type=int, default=24, help="gold beads in the phantom, 0 = none")
     tomo.add_argument("--bead-diameter-nm", type=float, default=10.0)
     tomo.add_argument("--write-config", default=None, help="also write a config for this session")
     tomo.add_argument("--output-dir", default=None, help="outputs dir in that config")
