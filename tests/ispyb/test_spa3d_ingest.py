@@ -164,6 +164,19 @@ def test_3d_rerun_adds_no_rows_and_a_smaller_rerun_drops_its_leftovers(
     ingest(mysql_engine, mysql_url, output_dir, config)
     assert counts_3d(mysql_engine) == before
 
+    # a changed config: new jobs; the 3D groups (with their classes, initial model and fits)
+    # move to the new programs and the old jobs are deleted, no row added or lost
+    with mysql_engine.connect() as c:
+        old_programs = {program(c, "em-spa-class3d"), program(c, "em-spa-refine")}
+    config = {**config, "ctf": {**config["ctf"], "box_size_px": 256}}
+    ingest(mysql_engine, mysql_url, output_dir, config)
+    assert counts_3d(mysql_engine) == before
+    with mysql_engine.connect() as c:
+        new_programs = {program(c, "em-spa-class3d"), program(c, "em-spa-refine")}
+        assert not new_programs & old_programs
+        groups = c.execute(sa.select(models.ParticleClassificationGroup.programId)).scalars()
+        assert new_programs <= set(groups)
+
     # a rerun of the 3D steps with one class fewer and one subset fewer
     class3d_path = output_dir / "Class3D" / "summary.json"
     class3d = json.loads(class3d_path.read_text())
