@@ -145,8 +145,9 @@ def test_3d_classes_refinement_and_bfactor_as_pato_reads_them(mysql_engine, mysq
         slope, intercept = np.polyfit(ln_n, inverse_d2, 1)
         assert klass.bFactorFitLinear == pytest.approx(slope, rel=1e-3)
         assert klass.bFactorFitIntercept == pytest.approx(intercept, rel=1e-3, abs=1e-7)
-        assert 2 / klass.bFactorFitLinear == pytest.approx(bfactor["bfactor_angstrom2"], rel=1e-3)
-        assert math.isfinite(bfactor["bfactor_angstrom2"]) and bfactor["bfactor_angstrom2"] > 0
+        rosenthal_henderson = bfactor["bfactor_rosenthal_henderson_angstrom2"]
+        assert 2 / klass.bFactorFitLinear == pytest.approx(rosenthal_henderson, rel=1e-3)
+        assert math.isfinite(rosenthal_henderson) and rosenthal_henderson > 0
 
 
 @pytest.mark.mariadb
