@@ -13,6 +13,7 @@ min_version("9.0")
 include: "rules/common.smk"
 include: "rules/spa.smk"
 include: "rules/particles.smk"
+include: "rules/spa3d.smk"
 include: "rules/tomo.smk"
 include: "rules/ispyb.smk"
 include: "rules/report.smk"
@@ -41,6 +42,7 @@ rule all:
         rules.config_used.output,
         SPA_TARGETS,
         PARTICLE_TARGETS,
+        SPA3D_TARGETS,
         TOMO_TARGETS,
         ISPYB_TARGETS,
         rules.session_report.output.html,

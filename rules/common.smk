@@ -175,4 +175,4 @@ def ispyb_database_identity():
 
 def report_inputs(wildcards):
     # a function: evaluated once every rules file has defined its targets
-    return [*SPA_TARGETS, *PARTICLE_TARGETS, *TOMO_TARGETS, *ISPYB_TARGETS]
+    return [*SPA_TARGETS, *PARTICLE_TARGETS, *SPA3D_TARGETS, *TOMO_TARGETS, *ISPYB_TARGETS]

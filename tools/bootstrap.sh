@@ -21,6 +21,8 @@ fi
 # of the tests and the workflow: Debian packages, installed here so a fresh clone has them.
 missing=()
 command -v relion_refine >/dev/null || missing+=(relion)
+# the 3D steps run relion_refine_mpi under mpirun (RELION 3.1 auto-refine needs MPI)
+command -v mpirun >/dev/null || missing+=(openmpi-bin)
 command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -18,6 +18,12 @@ RULE_DEFAULTS: dict[str, dict[str, int]] = {
     "extract_particles": {"threads": 1, "mem_mb": 4000, "runtime": 2},
     "class2d_batch": {"threads": 2, "mem_mb": 8000, "runtime": 120},
     "process_tilt_series": {"threads": 2, "mem_mb": 6000, "runtime": 60},
+    # RELION 3D steps (docs/spa3d.md, docs/benchmarks.md): threads are split over MPI ranks
+    "initial_model_3d": {"threads": 2, "mem_mb": 8000, "runtime": 240},
+    "class3d": {"threads": 2, "mem_mb": 8000, "runtime": 480},
+    "refine3d": {"threads": 2, "mem_mb": 8000, "runtime": 480},
+    "postprocess3d": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+    "bfactor3d": {"threads": 2, "mem_mb": 8000, "runtime": 480},
 }
 FALLBACK = {"threads": 1, "mem_mb": 2000, "runtime": 30}
 

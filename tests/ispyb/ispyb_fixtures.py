@@ -236,3 +236,20 @@ def write_tomo_summary(path: Path, session_dir: Path) -> dict[str, Any]:
     }
     _write(path, summary)
     return summary
+
+
+# the 3D summaries of one real run of the spa3d steps (RELION 3.1.3, `make demo`'s coarse
+# settings), with the output directory written as {outputs}; see tests/ispyb/data/README.md
+SPA3D_DATA = Path(__file__).parent / "data" / "spa3d"
+SPA3D_STEPS = ("InitialModel", "Class3D", "Refine3D", "PostProcess", "BFactor")
+
+
+def write_spa3d_outputs(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Write the recorded 3D step summaries under `output_dir`; returns them by step."""
+    summaries = {}
+    for step in SPA3D_STEPS:
+        text = (SPA3D_DATA / step / "summary.json").read_text()
+        data = json.loads(text.replace("{outputs}", str(output_dir)))
+        _write(output_dir / step / "summary.json", data)
+        summaries[step] = data
+    return summaries

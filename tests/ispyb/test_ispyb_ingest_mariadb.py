@@ -47,10 +47,10 @@ COUNTED = (
 )
 
 
-def counts(engine: sa.Engine) -> dict[str, int]:
+def counts(engine: sa.Engine, tables: tuple[str, ...] = COUNTED) -> dict[str, int]:
     with engine.connect() as connection:
         return {
-            t: connection.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar() for t in COUNTED
+            t: connection.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar() for t in tables
         }
 
 

@@ -120,3 +120,48 @@ def test_tomo_summary_is_ingested(tmp_path, monkeypatch):
         graphs = c.execute(sa.select(models.AutoProcProgramAttachment.fileName)).scalars().all()
         assert graphs == ["TS_01_residuals.png"]
     engine.dispose()
+
+
+def test_tilt_alignment_is_matched_by_nominal_angle_and_converted_to_nm():
+    summary = {
+        "pixel_size_angstrom": 2.5,
+        "tilt_axis_angle_deg": 84.0,
+        # stack order (by angle), not the order of the tilt records handed in
+        "tilt_alignment": [
+            {"tilt_angle_deg": -3.0, "tilt_axis_angle_deg": 84.5, "magnification": 1.01,
+             "residual_mean_px": 0.4},
+            {"tilt_angle_deg": 0.0, "tilt_axis_angle_deg": 84.0, "magnification": 1.0,
+             "residual_mean_px": 0.2},
+            {"tilt_angle_deg": 3.0, "tilt_axis_angle_deg": 83.5, "magnification": 0.99,
+             "residual_mean_px": None},
+        ],
+    }  # fmt: skip
+    tilts = [
+        {"tilt_angle_deg": a, "defocus_angstrom": 30000.0 + a, "ctf_fit_resolution_angstrom": 9.0}
+        for a in (0.0, 3.0, -3.0)
+    ]
+    rows_ = em_tomo_align.tilt_alignment_rows(summary, tilts, "TS_01_tomo.json")
+    assert [r["refinedTiltAngle"] for r in rows_] == [0.0, 3.0, -3.0]
+    assert [r["refinedTiltAxis"] for r in rows_] == [84.0, 83.5, 84.5]
+    assert [r["refinedMagnification"] for r in rows_] == [1.0, 0.99, 1.01]
+    # 0.2 px x 2.5 A/px = 0.5 A = 0.05 nm; a tilt without observations has no residual
+    assert [r["residualError"] for r in rows_] == pytest.approx([0.05, None, 0.1])
+    assert [r["defocusU"] for r in rows_] == [30000.0, 30003.0, 29997.0]
+    with pytest.raises(rows.IngestInputError, match=r"TS_01_tomo.json: .* no tilt at 6 deg"):
+        em_tomo_align.tilt_alignment_rows(summary, [{"tilt_angle_deg": 6.0}], "TS_01_tomo.json")
+
+
+def test_alignment_message_names_method_beads_and_fallback():
+    assert (
+        em_tomo_align.alignment_message(
+            {"alignment_method": "fiducial", "fiducial_beads_used": 14, "fiducial_beads_found": 16}
+        )
+        == "fiducial alignment: 14 of 16 beads used"
+    )
+    assert (
+        em_tomo_align.alignment_message(
+            {"alignment_method": "patch_tracking", "alignment_fallback_reason": "3 beads found"}
+        )
+        == "patch tracking alignment (fiducials: 3 beads found)"
+    )
+    assert em_tomo_align.alignment_message({}) is None

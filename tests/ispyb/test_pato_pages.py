@@ -460,3 +460,66 @@ def test_tomogram_images_and_tilts(filled):
         sa.select(models.DataCollection).where(models.DataCollection.dataCollectionId == dc_id),
     )
     assert collection.startTime is not None and collection.endTime > collection.startTime
+
+
+def test_tomogram_alignment_quality_of_the_beaded_series(filled):
+    """The simulated series carries gold beads: the tomogram info panel shows the fiducial
+    fit's residual (nm) and z shift, each tilt its refined axis, magnification and residual."""
+    summary = filled.tomo_summary
+    assert summary["alignment_method"] == "fiducial", summary.get("alignment_fallback_reason")
+    dc_id = collection_id(filled, "Tomography")
+    program = program_of(filled, dc_id, "em-tomo-align")
+    # crud/autoproc.get_tomogram: Tomogram of the program (+ a tilt alignment)
+    ((tomogram,),) = rows(
+        filled,
+        sa.select(models.Tomogram).where(models.Tomogram.autoProcProgramId == program),
+    )
+    # MariaDB FLOAT columns hold single precision: rel 1e-5
+    assert tomogram.residualErrorMean == pytest.approx(
+        summary["alignment_residual_mean_nm"], rel=1e-5
+    )
+    assert tomogram.residualErrorSD == pytest.approx(summary["alignment_residual_sd_nm"], rel=1e-5)
+    # nm = unbinned px x pixel size / 10: the ingest copies, the test recomputes
+    nm_per_px = summary["pixel_size_angstrom"] / 10
+    assert tomogram.residualErrorMean == pytest.approx(
+        summary["alignment_residual_mean_px"] * nm_per_px, rel=1e-5
+    )
+    assert 0 < tomogram.residualErrorMean < 2.0  # a sub-nm to nm fit on simulated beads
+    assert tomogram.zShift == pytest.approx(summary["z_shift_px"], rel=1e-5, abs=1e-3)
+    assert tomogram.xAxisCorrection == 0.0
+    # the job's status line names the method and the beads (ISPyB has no column for them)
+    ((message,),) = rows(
+        filled,
+        sa.select(models.AutoProcProgram.processingMessage).where(
+            models.AutoProcProgram.autoProcProgramId == program
+        ),
+    )
+    assert message == (
+        f"fiducial alignment: {summary['fiducial_beads_used']} of "
+        f"{summary['fiducial_beads_found']} beads used"
+    )
+    # crud/tomograms.get_motion_correction's TiltImageAlignment, per tilt by nominal angle
+    per_tilt = rows(
+        filled,
+        sa.select(models.Movie.angle, models.TiltImageAlignment)
+        .join(models.TiltImageAlignment, models.TiltImageAlignment.movieId == models.Movie.movieId)
+        .where(models.TiltImageAlignment.tomogramId == tomogram.tomogramId)
+        .order_by(models.Movie.angle),
+    )
+    expected = sorted(summary["tilt_alignment"], key=lambda t: t["tilt_angle_deg"])
+    assert len(per_tilt) == len(expected) == sum(t["status"] == "used" for t in summary["tilts"])
+    for row, tilt in zip(per_tilt, expected, strict=True):
+        alignment = row.TiltImageAlignment
+        assert row.angle == pytest.approx(tilt["tilt_angle_deg"], abs=1e-3)
+        assert alignment.refinedTiltAngle == pytest.approx(tilt["tilt_angle_deg"], abs=1e-3)
+        assert alignment.refinedTiltAxis == pytest.approx(tilt["tilt_axis_angle_deg"], abs=1e-3)
+        assert alignment.refinedMagnification == pytest.approx(tilt["magnification"], rel=1e-5)
+        if tilt["residual_mean_px"] is None:
+            assert alignment.residualError is None
+        else:
+            assert alignment.residualError == pytest.approx(
+                tilt["residual_mean_px"] * nm_per_px, rel=1e-5
+            )
+    assert (
+        sum(r.TiltImageAlignment.residualError is not None for r in per_tilt) >= len(expected) - 2
+    )

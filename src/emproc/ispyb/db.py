@@ -7,7 +7,7 @@ commit may have happened), hence `known_or_found`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,3 +74,29 @@ def upsert_known_or_found(
     """`known_or_found` (looking up unknown rows) then `upsert` with the key's columns set."""
     row_id = known_or_found(connection, known_ids, name, attempt, True, model, **natural_key)
     return upsert(connection, model, row_id, {**values, **natural_key})
+
+
+def upsert_children(
+    connection: sa.Connection,
+    model: Any,
+    parent: tuple[str, int],
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, int], list[int]]:
+    """The rows of `model` under one parent (`parent` = (column, id)), matched by their `key`
+    column: each of `rows` updated or inserted. Returns ({str(key value): id}, ids of the
+    parent's rows whose key is not among `rows`), the latter for the caller to delete."""
+    parent_column, parent_id = parent
+    table = model.__table__
+    existing = dict(
+        connection.execute(
+            sa.select(table.c[key], primary_key(model)).where(table.c[parent_column] == parent_id)
+        ).all()
+    )
+    ids = {
+        str(values[key]): upsert(
+            connection, model, existing.pop(values[key], None), {**values, parent_column: parent_id}
+        )
+        for values in rows
+    }
+    return ids, list(existing.values())

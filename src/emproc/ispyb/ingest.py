@@ -34,7 +34,9 @@ from emproc.ispyb.collection import (
 from emproc.ispyb.connect import DatabaseTarget, open_engine, resolve_target
 from emproc.ispyb.recipes import (
     em_spa_class2d,
+    em_spa_class3d,
     em_spa_preprocess,
+    em_spa_refine,
     em_tomo_align,
     em_tomo_preprocess,
 )
@@ -53,7 +55,12 @@ __all__ = ["IngestInputError", "IngestSummary", "VisitNotFoundError", "ingest_ou
 
 log = logging.getLogger(__name__)
 
-SPA_RECIPES = (em_spa_preprocess.RECIPE, em_spa_class2d.RECIPE)
+SPA_RECIPES = (
+    em_spa_preprocess.RECIPE,
+    em_spa_class2d.RECIPE,
+    em_spa_class3d.RECIPE,
+    em_spa_refine.RECIPE,
+)
 TOMO_RECIPES = (em_tomo_preprocess.RECIPE, em_tomo_align.RECIPE)
 
 
@@ -231,10 +238,15 @@ def _ingest_spa(
     recipes = [em_spa_preprocess.RECIPE]
     if em_spa_class2d.batch_files(output_dir):
         recipes.append(em_spa_class2d.RECIPE)
+    if em_spa_class3d.summary_files(output_dir):
+        recipes.append(em_spa_class3d.RECIPE)
+    if em_spa_refine.summary_files(output_dir):
+        recipes.append(em_spa_refine.RECIPE)
     collection = _collection(run, "spa", "spa", data_collection, recipes, attachments, outcomes)
     first_picker = em_spa_preprocess.ingest(run, collection, movie_names, imports)
-    if em_spa_class2d.RECIPE in recipes:
-        em_spa_class2d.ingest(run, collection, first_picker)
+    for recipe in (em_spa_class2d, em_spa_class3d, em_spa_refine):
+        if recipe.RECIPE in recipes:
+            recipe.ingest(run, collection, first_picker)
     retire_superseded_jobs(run.engine, collection, run.policy)
 
 
@@ -250,8 +262,10 @@ def _ingest_tilt_series(run: IngestRun, path: Path) -> None:
         for key in ("residual_plot_path",)
         if summary.get(key)
     ]
+    message = em_tomo_align.alignment_message(summary)
+    outcomes = {em_tomo_align.RECIPE.name: (1, message)} if message else None
     collection = _collection(
-        run, f"tomo:{name}", "tomo", data_collection, list(TOMO_RECIPES), attachments
+        run, f"tomo:{name}", "tomo", data_collection, list(TOMO_RECIPES), attachments, outcomes
     )
     movie_ids = em_tomo_preprocess.ingest(run, collection, path, summary, tilts)
     em_tomo_align.ingest(run, collection, path, summary, tilts, movie_ids)

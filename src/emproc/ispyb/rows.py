@@ -41,6 +41,11 @@ def parse_timestamp(value: str | None, source: str) -> datetime.datetime | None:
     return moment.replace(microsecond=0)
 
 
+def optional_float(value: Any) -> float | None:
+    """float(value), None staying None (an optional number of an emproc summary)."""
+    return None if value is None else float(value)
+
+
 def nm(angstrom: float | None) -> float | None:
     """Angstrom -> nm (None stays None)."""
     return None if angstrom is None else float(angstrom) / ANGSTROM_PER_NM

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from emproc.io.atomic import write_text_atomic
+from emproc.refine3d.report import spa3d_section
 from emproc.report.collect import ReportData, collect_report_data
 from emproc.report.plots import drift_trajectories, over_time_and_histogram
 from emproc.status import format_status, session_status
@@ -137,6 +138,7 @@ def render_report(output_dir: str | Path, title: str) -> str:
         f"<h2>Summary</h2><pre>{summary}</pre>",
         *_plots(data),
         _classes(data, output_dir),
+        spa3d_section(output_dir, _image),
         _tomograms(data),
         _failures(data),
     ]

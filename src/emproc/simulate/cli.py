@@ -56,6 +56,21 @@ def spa_config(truth_path: Path, session_dir: Path, output_dir: Path) -> dict[st
     return validate_config(config)
 
 
+def demo_3d_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with 3D reached by a few hundred particles at coarse, quick settings
+    (`emproc simulate spa --demo-3d`, `make demo`): a smoke run, not a structure (docs/spa3d.md)."""
+    spa3d = config["spa3d"]
+    spa3d["min_particles"] = 50
+    spa3d["initial_model"].update(
+        iterations_initial=10, iterations_inbetween=20, iterations_final=10,
+        subset_initial=50, subset_final=100,
+    )  # fmt: skip
+    spa3d["class3d"].update(number_of_classes=2, iterations=8, healpix_order=1)
+    spa3d["refine"].update(healpix_order=1, local_healpix_order=3)
+    spa3d["bfactor"].update(number_of_subsets=3, min_particles=50)
+    return validate_config(config)
+
+
 def _write_config(config: dict[str, Any], path: Path, kind: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -89,7 +104,10 @@ def command_simulate_spa(args: argparse.Namespace) -> int:
     if args.write_config:
         config_path = Path(args.write_config)
         output_dir = Path(args.output_dir) if args.output_dir else session_dir.parent / "processed"
-        _write_config(spa_config(truth_path, session_dir, output_dir), config_path, "SPA")
+        config = spa_config(truth_path, session_dir, output_dir)
+        if args.demo_3d:
+            config = demo_3d_settings(config)
+        _write_config(config, config_path, "SPA")
         print(f"config: {config_path} (outputs will go to {output_dir})")
     return 0
 
@@ -181,6 +199,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     spa.add_argument("--seed", type=int, default=0)
     spa.add_argument("--write-config", default=None, help="also write a config for this session")
     spa.add_argument("--output-dir", default=None, help="outputs dir in that config")
+    spa.add_argument(
+        "--demo-3d", action="store_true", help="that config reaches 3D with few particles"
+    )
     spa.set_defaults(handler=command_simulate_spa)
 
     tomo = kinds.add_parser("tomo", help="SerialEM-like tilt series (mdoc + per-tilt movies)")

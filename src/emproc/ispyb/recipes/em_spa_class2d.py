@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import ispyb.sqlalchemy as models
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from emproc.ispyb.collection import CollectionIds, Recipe
-from emproc.ispyb.db import upsert
+from emproc.ispyb.recipes.classification import write_classification
 from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy, run_in_transaction
 from emproc.ispyb.rows import require
 from emproc.ispyb.run import IngestRun, read_json
@@ -84,36 +83,11 @@ def ingest_class2d_batch(
     programs = collection.program_and_earlier(RECIPE.name)
 
     def unit(connection: sa.Connection, attempt: int) -> dict[str, Any]:
-        group_id = (known_ids or {}).get("particleClassificationGroupId") if attempt == 1 else None
-        if group_id is None:
-            group_id = connection.execute(
-                sa.select(models.ParticleClassificationGroup.particleClassificationGroupId)
-                .where(
-                    models.ParticleClassificationGroup.programId.in_(programs),
-                    models.ParticleClassificationGroup.type == "2D",
-                    models.ParticleClassificationGroup.batchNumber == group_values["batchNumber"],
-                )
-                .order_by(models.ParticleClassificationGroup.particleClassificationGroupId)
-                .limit(1)
-            ).scalar()
-        group_id = upsert(connection, models.ParticleClassificationGroup, group_id, group_values)
-        existing = dict(
-            connection.execute(
-                sa.select(
-                    models.ParticleClassification.classNumber,
-                    models.ParticleClassification.particleClassificationId,
-                ).where(models.ParticleClassification.particleClassificationGroupId == group_id)
-            ).all()
-        )
-        class_ids = {}
-        for values in class_values:
-            number = values["classNumber"]
-            class_ids[str(number)] = upsert(
-                connection,
-                models.ParticleClassification,
-                existing.get(number),
-                {**values, "particleClassificationGroupId": group_id},
-            )
+        known_group = (known_ids or {}).get("particleClassificationGroupId")
+        group_id, class_ids = write_classification(
+            connection, programs, group_values, class_values,
+            known_group if attempt == 1 else None,
+        )  # fmt: skip
         return {"particleClassificationGroupId": group_id, "classes": class_ids}
 
     return run_in_transaction(engine, unit, source, policy)

@@ -10,8 +10,10 @@ em-tomo-align and em-tomo-preprocess jobs) and serves every image as
 | Tomogram volumeFile, stackFile, sizeX/Y/Z, pixelSpacing, thickness (nm) | `tomogram_path`, `stack_path`, `tomogram_shape_zyx`, `voxel_size_angstrom` | tomogram info |
 | centralSliceImage, projXY, projXZ | `slab_snapshot_path`, `xy_snapshot_path`, `xz_snapshot_path` (names in fileDirectory) | central slice, projections |
 | xyShiftPlot | `xy_shift_plot_path` (JSON `{"data": [{"x", "y"}]}`, A) | shift plot |
-| alignment columns | TOMOGRAM_ALIGNMENT (one line per `_tomo.json` key) | tomogram info |
-| TiltImageAlignment per used tilt (refinedTiltAngle, refinedTiltAxis, ...) | the tilt records; TILT_ALIGNMENT | tilt list order, CTF plot |
+| residualErrorMean, residualErrorSD (nm), zShift (unbinned px), xAxisCorrection (0) | `alignment_residual_mean_nm`, `alignment_residual_sd_nm`, `z_shift_px` (TOMOGRAM_ALIGNMENT) | tomogram info |
+| TiltImageAlignment per used tilt: refinedTiltAngle, refinedTiltAxis, refinedMagnification, residualError (nm) | the tilt's `tilt_alignment` entry (TILT_ALIGNMENT) | tilt list order, CTF plot |
+| TiltImageAlignment defocusU/V, resolution | the tilt record's `defocus_angstrom`, `ctf_fit_resolution_angstrom` (TILT_CTF) | tilt CTF plot |
+| AutoProcProgram.processingMessage | `alignment_method`, beads used of found, `alignment_fallback_reason` | processing job status |
 
 Natural keys: Tomogram dataCollectionId; TiltImageAlignment (movieId, tomogramId), its
 primary key. A denoised tomogram (ProcessedTomogram, processingType "Denoised") would be one
@@ -32,31 +34,37 @@ from sqlalchemy.engine import Engine
 from emproc.ispyb.collection import CollectionIds, Recipe
 from emproc.ispyb.db import known_or_found, upsert
 from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy, run_in_transaction
-from emproc.ispyb.rows import IngestInputError, nm, require
+from emproc.ispyb.rows import IngestInputError, nm, optional_float, require
 from emproc.ispyb.run import IngestRun
 
 RECIPE = Recipe("em-tomo-align", "emproc tilt-series alignment and reconstruction")
 
-# Tomogram column -> (`_tomo.json` key, conversion); a key absent from the file leaves the
-# column empty. Alignment quality measured by emproc.tomo: one line per key.
-TOMOGRAM_ALIGNMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "residualErrorMean": ("alignment_residual_angstrom", nm),
-    "residualErrorSD": ("alignment_residual_sd_angstrom", nm),
-    "xAxisCorrection": ("x_axis_correction_deg", float),
-    "tiltAngleOffset": ("tilt_angle_offset_deg", float),
-    "zShift": ("z_shift_px", float),
-    "globalAlignmentQuality": ("global_alignment_quality", float),
+# Tomogram column -> alternatives of (`_tomo.json` key, conversion), first present wins; none
+# present leaves the column empty. Keys of emproc.tomo.alignment_report (docs/architecture.md);
+# `alignment_residual_angstrom` is the single residual of outputs before it.
+TOMOGRAM_ALIGNMENT: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
+    "residualErrorMean": (
+        ("alignment_residual_mean_nm", float),
+        ("alignment_residual_angstrom", nm),
+    ),
+    "residualErrorSD": (("alignment_residual_sd_nm", float),),
+    # etomo's z shift to centre the volume, unbinned pixels of the stack
+    "zShift": (("z_shift_px", float),),
+    # emproc solves no x-axis tilt, so the correction applied is none (etomo's X axis tilt 0)
+    "xAxisCorrection": (("alignment_method", lambda _: 0.0),),
 }
-# TiltImageAlignment column -> (tilt record key, conversion); refinedTiltAxis falls back to
-# the series' `tilt_axis_angle_deg`, refinedTiltAngle to the nominal `tilt_angle_deg`
-TILT_ALIGNMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "refinedTiltAngle": ("refined_tilt_angle_deg", float),
-    "refinedTiltAxis": ("refined_tilt_axis_deg", float),
-    "refinedMagnification": ("refined_magnification", float),
-    "residualError": ("residual_error_angstrom", nm),
-    "defocusU": ("defocus_angstrom", float),
-    "defocusV": ("defocus_angstrom", float),
-    "resolution": ("ctf_fit_resolution_angstrom", float),
+# TiltImageAlignment column -> key of the tilt's `tilt_alignment` entry (residualError is
+# converted from unbinned pixels in `tilt_alignment_rows`)
+TILT_ALIGNMENT: dict[str, str] = {
+    "refinedTiltAngle": "tilt_angle_deg",  # nominal: emproc does not refine tilt angles
+    "refinedTiltAxis": "tilt_axis_angle_deg",  # with the tilt's own rotation
+    "refinedMagnification": "magnification",
+}
+# TiltImageAlignment column -> key of the tilt record (`tilts`): its CTF
+TILT_CTF: dict[str, str] = {
+    "defocusU": "defocus_angstrom",
+    "defocusV": "defocus_angstrom",
+    "resolution": "ctf_fit_resolution_angstrom",
 }
 # Tomogram image column -> `_tomo.json` key
 TOMOGRAM_IMAGES = {
@@ -68,13 +76,13 @@ TOMOGRAM_IMAGES = {
 }
 
 
-def _mapped(
-    source: Mapping[str, Any], table: Mapping[str, tuple[str, Callable[[Any], Any]]]
-) -> dict[str, Any]:
-    return {
-        column: None if source.get(key) is None else convert(source[key])
-        for column, (key, convert) in table.items()
-    }
+def _first_present(
+    source: Mapping[str, Any], alternatives: Sequence[tuple[str, Callable[[Any], Any]]]
+) -> Any:
+    for key, convert in alternatives:
+        if source.get(key) is not None:
+            return convert(source[key])
+    return None
 
 
 def tomogram_row(summary: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -94,7 +102,7 @@ def tomogram_row(summary: Mapping[str, Any], source: str) -> dict[str, Any]:
         "sizeZ": int(shape[0]),
         "pixelSpacing": voxel,
         "thickness": nm(float(shape[0]) * voxel),
-        **_mapped(summary, TOMOGRAM_ALIGNMENT),
+        **{c: _first_present(summary, a) for c, a in TOMOGRAM_ALIGNMENT.items()},
     }
     for column, key in TOMOGRAM_IMAGES.items():
         path = summary.get(key)
@@ -102,14 +110,54 @@ def tomogram_row(summary: Mapping[str, Any], source: str) -> dict[str, Any]:
     return row
 
 
-def tilt_alignment_row(tilt: Mapping[str, Any], tilt_axis_deg: float | None) -> dict[str, Any]:
-    """TiltImageAlignment columns for one used tilt."""
-    row = _mapped(tilt, TILT_ALIGNMENT)
-    if row["refinedTiltAngle"] is None:
-        row["refinedTiltAngle"] = float(tilt["tilt_angle_deg"])
-    if row["refinedTiltAxis"] is None and tilt_axis_deg is not None:
-        row["refinedTiltAxis"] = float(tilt_axis_deg)
-    return row
+def alignment_message(summary: Mapping[str, Any]) -> str | None:
+    """The em-tomo-align program's processingMessage: how the series was aligned (ISPyB has
+    no column for the method or the beads), None for outputs without the alignment keys."""
+    method = summary.get("alignment_method")
+    if method is None:
+        return None
+    if method == "fiducial":
+        return (
+            f"fiducial alignment: {summary.get('fiducial_beads_used', 0)} of "
+            f"{summary.get('fiducial_beads_found', 0)} beads used"
+        )
+    reason = summary.get("alignment_fallback_reason")
+    return f"{method.replace('_', ' ')} alignment" + (f" (fiducials: {reason})" if reason else "")
+
+
+def tilt_alignment_rows(
+    summary: Mapping[str, Any], tilts: Sequence[Mapping[str, Any]], source: str
+) -> list[dict[str, Any]]:
+    """TiltImageAlignment columns per used tilt (same order as `tilts`).
+
+    The refined values come from the `tilt_alignment` entry of the same nominal tilt angle
+    (stack order is by angle); residualError is its `residual_mean_px` in nm (unbinned
+    pixels x `pixel_size_angstrom` / 10). Outputs without `tilt_alignment` give the nominal
+    angle and the series' tilt axis.
+    """
+    per_angle = {
+        round(float(entry["tilt_angle_deg"]), 2): entry
+        for entry in summary.get("tilt_alignment") or ()
+    }
+    nm_per_px = nm(summary.get("pixel_size_angstrom"))
+    rows = []
+    for tilt in tilts:
+        angle = float(require(tilt, "tilt_angle_deg", source))
+        entry = per_angle.get(round(angle, 2))
+        if per_angle and entry is None:
+            raise IngestInputError(f"{source}: tilt_alignment has no tilt at {angle:g} deg")
+        entry = entry or {
+            "tilt_angle_deg": angle,
+            "tilt_axis_angle_deg": summary.get("tilt_axis_angle_deg"),
+        }
+        row = {column: optional_float(entry.get(key)) for column, key in TILT_ALIGNMENT.items()}
+        residual_px = entry.get("residual_mean_px")
+        row["residualError"] = (
+            None if residual_px is None or nm_per_px is None else float(residual_px) * nm_per_px
+        )
+        row.update({column: optional_float(tilt.get(key)) for column, key in TILT_CTF.items()})
+        rows.append(row)
+    return rows
 
 
 def ingest_tomogram(
@@ -130,7 +178,7 @@ def ingest_tomogram(
         dataCollectionId=collection.data_collection_id,
         autoProcProgramId=collection.programs[RECIPE.name],
     )
-    alignments = [tilt_alignment_row(t, summary.get("tilt_axis_angle_deg")) for t in tilts]
+    alignments = tilt_alignment_rows(summary, tilts, source)
 
     def unit(connection: sa.Connection, attempt: int) -> dict[str, Any]:
         tomogram_id = known_or_found(
