@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --demo-3d --write-config $(DEMO_DIR)/config.yaml
+	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --write-config $(DEMO_DIR)/config.yaml
 	$(BIN)/emproc run --configfile $(DEMO_DIR)/config.yaml --cores 2
 	$(BIN)/emproc simulate tomo $(DEMO_DIR)/tomo/session --write-config $(DEMO_DIR)/tomo/config.yaml
 	$(BIN)/emproc run --configfile $(DEMO_DIR)/tomo/config.yaml --cores 2
@@ -32,5 +32,5 @@ lint: $(STAMP)
 	bash tools/lint_workflow.sh "$(BIN)"
 
 test: lint
-	source tools/mariadb.sh && status=0 && { $(BIN)/pytest -n 2 $(PYTEST_ARGS) || status=$$?; } \
+	source tools/mariadb.sh && status=0 && { $(BIN)/pytest -n 2 -m 'not heavy3d' $(PYTEST_ARGS) || status=$$?; } \
 		&& bash tools/mariadb.sh stop && exit $$status

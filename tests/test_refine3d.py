@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -18,10 +17,10 @@ from emproc.refine3d.selection import merge_selected_particles
 from emproc.refine3d.steps import Common3DParams, PostprocessParams, best_class, make_mask
 from emproc.simulate.particles3d import Particles3DParams, make_atom_density, write_particles
 
-needs_relion = pytest.mark.skipif(
-    shutil.which("relion_refine") is None or shutil.which("mpirun") is None,
-    reason="RELION 3.1 and mpirun are installed by tools/bootstrap.sh",
-)
+# RELION 3D runs at ground-truth size take tens of minutes on 2 cores and are not yet
+# verified to pass (docs/spa3d.md): run by hand with `pytest -m heavy3d`; `make test` leaves
+# them out.
+heavy3d = pytest.mark.heavy3d
 
 
 def test_relion_command_threads_mpi_and_nice():
@@ -149,8 +148,7 @@ def _with_true_angles(directory, star):
     return path
 
 
-@pytest.mark.slow
-@needs_relion
+@heavy3d
 def test_bfactor_fit_slope_matches_the_applied_bfactor(tmp_path):
     # C1 particles with B = 500 A^2 (64 px at 2 A/px), reconstructed at their true
     # orientations: the B fitted over subsets of 200 .. 4000 particles is the applied one
@@ -184,8 +182,7 @@ DIAMETER = 0.75 * 32 * 4.0
 QUICK = dict(offset_range_px=2.0, offset_step_px=1.0)
 
 
-@pytest.mark.slow
-@needs_relion
+@heavy3d
 def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
     # C4 particles refined from the true map low-passed to 30 A (RELION's --ini_high): the
     # refined map's FSC with the true map reaches, within 2.5x, the resolution of the
@@ -229,8 +226,7 @@ def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
     assert np.isfinite(post["sharpening_bfactor_angstrom2"])
 
 
-@pytest.mark.slow
-@needs_relion
+@heavy3d
 def test_class3d_separates_two_densities_in_known_proportions(tmp_path):
     # a 70:30 mixture of two shapes, classified into K = 2 from one low-passed reference
     # (the majority's true map at 40 A): >= 90 % of particles in the class of their density
@@ -302,8 +298,7 @@ def test_report_section_shows_maps_fsc_and_bfactor(tmp_path):
     assert page.count("data:image/png") >= 4  # initial model, refined map, FSC, B-factor
 
 
-@pytest.mark.slow
-@needs_relion
+@heavy3d
 def test_every_step_runs_from_the_config_and_writes_relion_files(tmp_path):
     # the whole chain through emproc.refine3d.pipeline at a tiny size (24 px, coarse
     # settings): RELION's standard files and every summary key the ISPyB ingest reads
