@@ -64,8 +64,9 @@ def subset_sizes(number_of_particles: int, params: BFactorParams) -> list[int]:
 
 def fit_bfactor(
     number_of_particles: np.ndarray, resolution_angstrom: np.ndarray
-) -> dict[str, float]:
-    """Least-squares lines through (ln N, 1/d^2).
+) -> dict[str, float | None]:
+    """Least-squares lines through (ln N, 1/d^2); a B is None when resolution did not
+    improve with particles (slope <= 0: JSON has no infinity).
 
     `bfactor_rosenthal_henderson_angstrom2`: 2 / slope of 1/d^2 = slope ln N + intercept, the
     plain fit cryoemservices reports (`slope_per_angstrom2`, `intercept_per_angstrom2`).
@@ -81,8 +82,8 @@ def fit_bfactor(
     slope, intercept = np.polyfit(np.log(counts), y, 1)
     shell_slope, _ = np.polyfit(np.log(counts) + np.log(resolution), y, 1)
     return {
-        "bfactor_angstrom2": float(2.0 / shell_slope) if shell_slope > 0 else float("inf"),
-        "bfactor_rosenthal_henderson_angstrom2": float(2.0 / slope) if slope > 0 else float("inf"),
+        "bfactor_angstrom2": float(2.0 / shell_slope) if shell_slope > 0 else None,
+        "bfactor_rosenthal_henderson_angstrom2": float(2.0 / slope) if slope > 0 else None,
         "slope_per_angstrom2": float(slope),
         "intercept_per_angstrom2": float(intercept),
     }

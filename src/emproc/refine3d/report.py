@@ -54,7 +54,7 @@ def bfactor_png(bfactor: dict[str, Any]) -> bytes:
     ax.plot(line, bfactor["slope_per_angstrom2"] * line + bfactor["intercept_per_angstrom2"])
     ax.set_xlabel("ln(number of particles)")
     ax.set_ylabel("1 / resolution^2 (1/A^2)")
-    ax.set_title(f"B-factor {bfactor['bfactor_angstrom2']:.0f} A^2 (2 / slope)")
+    ax.set_title(f"B-factor {bfactor['bfactor_angstrom2'] or float('nan'):.0f} A^2")
     return _png(figure)
 
 
@@ -101,6 +101,8 @@ def spa3d_section(output_dir: str | Path, image: Callable[[bytes, str, str], str
         )
     if "bfactor" in steps and steps["bfactor"].get("subsets"):
         items.append(image(bfactor_png(steps["bfactor"]), "image/png", "B-factor fit"))
-        lines.append(f"B-factor fit: {steps['bfactor']['bfactor_angstrom2']:.0f} A^2")
+        lines.append(
+            f"B-factor fit: {steps['bfactor']['bfactor_angstrom2'] or float('nan'):.0f} A^2"
+        )
     text = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return head + (f"<ul>{text}</ul>" if text else "") + "".join(items)
