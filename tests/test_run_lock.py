@@ -2,6 +2,7 @@
 lock, temporaries of interrupted writes) are cleared by the next run; Snakemake's state
 (.snakemake) lives with the outputs."""
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,12 @@ import pytest
 
 from emproc.cli import main
 from emproc.io.atomic import TEMPORARY_PREFIX
-from emproc.run_lock import OutputDirLockedError, acquire_output_lock, release_output_lock
+from emproc.run_lock import (
+    OutputDirLockedError,
+    acquire_output_lock,
+    process_alive,
+    release_output_lock,
+)
 from tests.workflow_helpers import simulated_spa_run
 
 HOLD = (
@@ -112,6 +118,11 @@ def test_after_a_kill_the_next_run_clears_the_leftovers_itself(tmp_path: Path):
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)  # emproc, Snakemake and its jobs
     first.communicate()
+    # SIGKILL is asynchronous: let every holder named in the lock be gone before the next run
+    holders = json.loads((processed / ".emproc.lock").read_text())["processes"]
+    deadline = time.monotonic() + 30
+    while any(process_alive(process) for process in holders) and time.monotonic() < deadline:
+        time.sleep(0.1)
     # Snakemake's state went with the outputs, not into the working directory
     assert any(locks.iterdir()) and not (first_dir / ".snakemake").exists()
     # an interrupted atomic write left its temporary behind

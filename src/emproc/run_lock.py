@@ -43,20 +43,26 @@ def lock_path(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / LOCK_NAME
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (Linux): [state, ppid, ...]; None if unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def _process(pid: int) -> dict[str, object]:
     return {"pid": pid, "start": _start_time(pid)}
 
 
-def _alive(process: dict[str, object]) -> bool:
+def process_alive(process: dict[str, object]) -> bool:
     pid = int(process.get("pid") or 0)
     if pid <= 0:
         return False
@@ -66,8 +72,13 @@ def _alive(process: dict[str, object]) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         return True
+    fields = _stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
+        # killed but not yet reaped (its parent died too and nothing reaps orphans here):
+        # a zombie holds nothing
+        return False
     start = process.get("start")
-    return start is None or _start_time(pid) in (None, start)
+    return start is None or (fields[19] if fields else None) in (None, start)
 
 
 def _write(path: Path, record: dict[str, object]) -> None:
@@ -111,7 +122,7 @@ def acquire_output_lock(output_dir: str | os.PathLike[str], command: str) -> Out
             processes = held.get("processes", [])
             if held and held.get("host") != record["host"]:
                 raise OutputDirLockedError(_describe(held, path)) from None
-            if any(_alive(process) for process in processes):
+            if any(process_alive(process) for process in processes):
                 raise OutputDirLockedError(_describe(held, path)) from None
             path.unlink(missing_ok=True)  # stale: its holder was killed
             took_over = True
