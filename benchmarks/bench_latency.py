@@ -11,8 +11,8 @@ session directory into which the movies are delivered at a steady rate, each wri
 atomically as a transfer tool does (EPU XML first, then the movie under a hidden name,
 renamed into place): a movie is *complete* at its rename. A poller (every 0.25 s) reads the
 embedded ISPyB database (`ispyb.sqlite`) for the movie's Movie, MotionCorrection, CTF and
-ParticlePicker rows (the Movie row's createdTimeStamp is its insert time) and the report's
-mtime. A movie's latency is from its rename to the first report written after its rows were
+ParticlePicker rows (the time of the first poll that sees them: Movie.createdTimeStamp is
+the acquisition time since the PATo change, not the insert time) and the report's mtime. A movie's latency is from its rename to the first report written after its rows were
 inserted (the report rule runs after the ingest, in the same workflow run).
 
 `overload` also runs a batch `emproc run` over the same movies (all present, fresh output
@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from bench_throughput import (  # noqa: E402
 )
 
 COMPLETE_SQL = """
-SELECT m.movieFullPath, m.createdTimeStamp FROM Movie m
+SELECT m.movieFullPath FROM Movie m
 JOIN MotionCorrection mc ON mc.movieId = m.movieId
 JOIN CTF c ON c.motionCorrectionId = mc.motionCorrectionId
 JOIN ParticlePicker p ON p.firstMotionCorrectionId = mc.motionCorrectionId
@@ -106,11 +105,10 @@ class ResultPoller:
                 connection.close()
         except sqlite3.Error:
             return  # not created yet, or locked by the ingest: next poll
-        for path, created in rows:
-            # the row's own insert time (UTC, whole seconds): the poller may be starved of
-            # CPU on a loaded machine, the database's clock is not
-            inserted = datetime.fromisoformat(str(created)).replace(tzinfo=UTC).timestamp()
-            self.in_ispyb.setdefault(str(Path(path).resolve()), min(inserted, now))
+        for (path,) in rows:
+            # first seen at this poll (every 0.25 s): late by up to a period, more when the
+            # poller is starved of CPU on a loaded machine
+            self.in_ispyb.setdefault(str(Path(path).resolve()), now)
 
     def _run(self) -> None:
         while not self._stop.is_set():
