@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from emproc.extract.star import read_particle_star, write_particle_star
+from emproc.io.relion import relative_to
 from emproc.refine3d.maps import resolution_at
 from emproc.refine3d.relion import (
     SERIAL,
     Compute,
     Relion3DError,
-    project_relative,
     run_relion,
 )
 from emproc.refine3d.steps import (
@@ -96,8 +96,8 @@ def _reconstruct_half_maps(
     half1 = root.with_name(f"{root.name}_half1_class001_unfil.mrc")
     for half in (1, 2):
         arguments = [
-            "--i", project_relative(data_star, project_dir),
-            "--o", project_relative(root.with_name(f"{root.name}_half{half}_class001_unfil.mrc"), project_dir),
+            "--i", relative_to(data_star, project_dir),
+            "--o", relative_to(root.with_name(f"{root.name}_half{half}_class001_unfil.mrc"), project_dir),
             "--ctf", "--sym", symmetry, "--subset", str(half),
         ]  # fmt: skip
         run_relion(

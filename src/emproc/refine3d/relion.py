@@ -80,11 +80,6 @@ def run_relion(
         )
 
 
-def project_relative(path: str | os.PathLike[str], project_dir: str | os.PathLike[str]) -> str:
-    """`path` relative to the project directory (RELION's convention), else absolute."""
-    return os.path.relpath(Path(path).resolve(), Path(project_dir).resolve())
-
-
 def last_iteration_file(directory: Path, root: str, suffix: str) -> Path:
     """The highest-numbered `<root>_itNNN<suffix>` in `directory`."""
     candidates = sorted(directory.glob(f"{root}_it[0-9][0-9][0-9]{suffix}"))

@@ -19,13 +19,13 @@ import pandas as pd
 import starfile
 
 from emproc.extract.star import read_particle_star, write_particle_star
+from emproc.io.relion import relative_to
 from emproc.refine3d.maps import read_map, solvent_mask, write_map
 from emproc.refine3d.relion import (
     SERIAL,
     Compute,
     Relion3DError,
     last_iteration_file,
-    project_relative,
     run_relion,
 )
 
@@ -95,8 +95,8 @@ def run_initial_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     _, particles = read_particle_star(particles_star)
     arguments = [
-        "--i", project_relative(particles_star, project_dir),
-        "--o", project_relative(output_dir / "run", project_dir),
+        "--i", relative_to(particles_star, project_dir),
+        "--o", relative_to(output_dir / "run", project_dir),
         "--sgd", "--denovo_3dref", "--K", "1", "--sym", "C1",
         "--sgd_ini_iter", str(params.iterations_initial),
         "--sgd_inbetween_iter", str(params.iterations_inbetween),
@@ -177,9 +177,9 @@ def run_class3d(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     arguments = [
-        "--i", project_relative(particles_star, project_dir),
-        "--o", project_relative(output_dir / "run", project_dir),
-        "--ref", project_relative(reference_map, project_dir),
+        "--i", relative_to(particles_star, project_dir),
+        "--o", relative_to(output_dir / "run", project_dir),
+        "--ref", relative_to(reference_map, project_dir),
         "--ini_high", f"{params.initial_lowpass_angstrom:g}",
         "--K", str(params.number_of_classes),
         "--iter", str(params.iterations),
@@ -271,9 +271,9 @@ def run_refine(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     arguments = [
-        "--i", project_relative(particles_star, project_dir),
-        "--o", project_relative(output_dir / "run", project_dir),
-        "--ref", project_relative(reference_map, project_dir),
+        "--i", relative_to(particles_star, project_dir),
+        "--o", relative_to(output_dir / "run", project_dir),
+        "--ref", relative_to(reference_map, project_dir),
         "--ini_high", f"{params.initial_lowpass_angstrom:g}",
         "--auto_refine", "--split_random_halves", "--low_resol_join_halves", "40",
         "--healpix_order", str(params.healpix_order),
@@ -356,9 +356,9 @@ def run_postprocess(
         make_mask(mask_from_map or half1_map, mask_path, params)
     _, pixel = read_map(half1_map)
     arguments = [
-        "--i", project_relative(half1_map, project_dir),
-        "--o", project_relative(output_dir / "postprocess", project_dir),
-        "--mask", project_relative(mask_path, project_dir),
+        "--i", relative_to(half1_map, project_dir),
+        "--o", relative_to(output_dir / "postprocess", project_dir),
+        "--mask", relative_to(mask_path, project_dir),
         "--angpix", f"{pixel:g}",
         "--auto_bfac", "--autob_lowres", f"{params.autob_lowres_angstrom:g}",
     ]  # fmt: skip
