@@ -14,6 +14,16 @@ else:
 TILT_SERIES = sorted(TILT_SERIES_INPUTS)
 
 TOMO_DIR = out("Tomograms/{tilt_series}/{tilt_series}")
+# the denoised tomogram and the images PATo shows of it (emproc.tomo.denoised_tomogram)
+DENOISED_OUTPUTS = (
+    {
+        "denoised": f"{TOMO_DIR}_rec.denoised.mrc",
+        "denoised_thumbnail": f"{TOMO_DIR}_rec.denoised_thumbnail.jpeg",
+        "denoised_movie": f"{TOMO_DIR}_rec.denoised_movie.png",
+    }
+    if config["tomo"]["denoise"]["enabled"]
+    else {}
+)
 TOMO_TARGETS = [out("tomograms.csv")] if TILT_SERIES else []
 
 
@@ -33,6 +43,7 @@ rule process_tilt_series:
         xz=f"{TOMO_DIR}_xz.jpg",
         slab=f"{TOMO_DIR}_slab.jpg",
         residuals=f"{TOMO_DIR}_residuals.png",
+        **DENOISED_OUTPUTS,
     params:
         output_dir=lambda wildcards: OUTDIR,
         tomo=config["tomo"],

@@ -57,3 +57,14 @@ def test_snakemake_tomography_session(tmp_path):
     with mrcfile.open(row["tomogram_path"]) as mrc:
         assert float(mrc.voxel_size.x) == pytest.approx(8.0)  # 4 A/px x binning 2
         assert mrc.data.shape == (72, 128, 128)
+    # denoising is on by default: the denoised tomogram and PATo's images of it, named as
+    # Diamond's services name them, from the even/odd frames of the 4-frame movies
+    denoised = Path(summary["denoised_tomogram_path"])
+    assert denoised.name == "Position_1_rec.denoised.mrc"
+    with mrcfile.open(denoised) as mrc:
+        assert mrc.data.shape == (72, 128, 128)
+        assert float(mrc.voxel_size.x) == pytest.approx(8.0)
+    assert summary["denoise_halves"] == "frames"
+    assert 0.0 < summary["denoise_half_map_correlation"] < 1.0
+    for key in ("denoised_thumbnail_path", "denoised_movie_path"):
+        assert Path(summary[key]).stat().st_size > 0

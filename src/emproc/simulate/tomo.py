@@ -65,6 +65,9 @@ class TiltSeriesParams:
     # uncorrelated anyway), so it is noise to the reconstruction, not part of the phantom.
     ice_texture_rad_angstrom: float = 0.32
     envelope_bfactor_angstrom2: float = 50.0
+    # False: frames hold the expected counts (float32), the same draws of everything else;
+    # the noise-free series a denoiser is scored against
+    shot_noise: bool = True
     mdoc_tilt_axis_error_deg: float = 0.0  # mdoc's axis = truth + this (calibration error)
     position_name: str = "Position_1"
     phantom: PhantomParams = field(default_factory=PhantomParams)
@@ -207,8 +210,9 @@ def simulate_tilt_series(
     *,
     blank_tilts: tuple[float, ...] = (),
 ) -> tuple[list[np.ndarray], TiltSeriesTruth, np.ndarray]:
-    """Movies (uint16 counts, [frame, y, x]) per tilt in acquisition order, the truth, and
-    the phantom rasterised at the unbinned pixel size ([z, y, x], z = slab).
+    """Movies (uint16 counts, or float32 expected counts without shot noise; [frame, y, x])
+    per tilt in acquisition order, the truth, and the phantom rasterised at the unbinned
+    pixel size ([z, y, x], z = slab).
 
     `blank_tilts` are tilt angles whose exposure was blanked (dark frames).
     """
@@ -249,11 +253,14 @@ def simulate_tilt_series(
         frame_drift = np.cumsum(steps, axis=0)
         drifts.append([(float(x), float(y)) for x, y in frame_drift])
         level = dose_px / params.frames_per_tilt * (0.002 if index in blank_indices else 1.0)
-        frames = np.empty((params.frames_per_tilt, n, n), dtype=np.uint16)
+        dtype = np.uint16 if params.shot_noise else np.float32
+        frames = np.empty((params.frames_per_tilt, n, n), dtype=dtype)
         for k in range(params.frames_per_tilt):
             shifted = _fourier_shift(intensity, tuple(frame_drift[k]))
             crop = shifted[PADDING_PX : PADDING_PX + n, PADDING_PX : PADDING_PX + n]
-            frames[k] = rng.poisson(np.clip(crop, 0.0, None) * level)
+            expected = np.clip(crop, 0.0, None) * level
+            counts = rng.poisson(expected)  # drawn either way: the same random stream
+            frames[k] = counts if params.shot_noise else expected
         movies.append(frames)
     truth = TiltSeriesTruth(
         name=params.position_name,

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 from emproc.motion import MotionResult, motion_correct
+from emproc.motion.align import remove_drift
 from emproc.motion.outputs import MOTION_PARAMETERS
 
 
@@ -33,3 +35,22 @@ def motion_corrected_tilt(
         **settings,
     )
     return np.asarray(result.aligned_sum, dtype=np.float32), result
+
+
+def frame_half_sums(frames: np.ndarray, shifts_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Even-frame and odd-frame sums (frames 0, 2, 4... and 1, 3, 5...), each aligned by the
+    movie's global drift `shifts_px` (n, 2): two exposures of the same specimen with
+    independent shot noise, the training pair of noise2noise denoising (cryoCARE's halves).
+
+    Local (patch) motion is not applied to the halves; they train the denoiser, which is
+    then applied to the full, locally corrected tomogram. Needs at least 2 frames.
+    """
+    count, ny, nx = frames.shape
+    if count < 2:
+        raise ValueError(f"{count} frame(s): even/odd halves need at least 2")
+    halves = [np.zeros((ny, nx // 2 + 1), dtype=np.complex64) for _ in range(2)]
+    for k in range(count):
+        spectrum = scipy.fft.rfft2(np.asarray(frames[k], dtype=np.float32))
+        halves[k % 2] += remove_drift(spectrum, (ny, nx), tuple(shifts_px[k]))
+    even, odd = (scipy.fft.irfft2(h, s=(ny, nx)).astype(np.float32) for h in halves)
+    return even, odd

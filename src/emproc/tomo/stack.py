@@ -14,7 +14,7 @@ from emproc.io.mdoc import TiltSeriesMetadata
 from emproc.io.movie import read_movie
 from emproc.tomo.ctf import TiltSeriesCtfParams, estimate_tilt_series_ctf
 from emproc.tomo.dose import dose_filter
-from emproc.tomo.per_tilt import motion_corrected_tilt
+from emproc.tomo.per_tilt import frame_half_sums, motion_corrected_tilt
 
 
 class TiltStackError(ValueError):
@@ -66,6 +66,11 @@ class TiltStack:
     records: tuple[TiltRecord, ...]  # every tilt of the mdoc, by tilt angle
     pixel_size_angstrom: float
     tilt_axis_angle_deg: float
+    # even-frame / odd-frame versions of `images` (same processing, then Fourier-binned by
+    # `halves_binning` to save memory), when asked for
+    halves_binning: int = 1
+    even_images: np.ndarray | None = None
+    odd_images: np.ndarray | None = None
 
     @property
     def used(self) -> list[TiltRecord]:
@@ -95,6 +100,7 @@ def assemble_tilt_stack(
     dose_weighting: bool = True,
     motion_settings: dict | None = None,
     microscope: dict | None = None,
+    frame_halves_binning: int | None = None,
 ) -> TiltStack:
     """Read every present tilt movie, sum (motion-correct) it, find its CTF, drop bad tilts,
     dose-weight by accumulated dose and sort by tilt angle. Missing movies are recorded,
@@ -103,11 +109,15 @@ def assemble_tilt_stack(
     `ctf_settings` (the `ctf:` config keys of `TiltSeriesCtfParams`) given: the series' CTF
     is fitted (`emproc.tomo.ctf`) with `microscope` (spherical_aberration_mm,
     amplitude_contrast); else the mdoc's defocus is used. `motion_settings`: the `motion:`
-    section, passed to per-tilt motion correction."""
+    section, passed to per-tilt motion correction. `frame_halves_binning` given: also the
+    even/odd-frame stacks (`emproc.tomo.per_tilt.frame_half_sums`), binned by that factor
+    (they only feed binned reconstructions); None when a used movie has a single frame."""
     exclusion = exclusion or ExclusionParams()
+    frame_halves = frame_halves_binning is not None
     accumulated = 0.0
     records: list[TiltRecord] = []
     images: dict[int, np.ndarray] = {}
+    halves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for tilt in metadata.tilts:  # acquisition order: dose accumulates in this order
         path = metadata.movie_path(tilt, frames_dir)
         record = TiltRecord(
@@ -134,6 +144,12 @@ def assemble_tilt_stack(
                 motion_settings=motion_settings,
             )
             images[len(records)] = image
+            if frame_halves and len(frames) >= 2:
+                # binned at once: full-size halves of every tilt would triple the memory
+                halves[len(records)] = tuple(
+                    fourier_bin(half, frame_halves_binning)
+                    for half in frame_half_sums(frames, motion.shifts_px)
+                )
             record = replace(
                 record,
                 mean_counts=float(image.mean()),
@@ -158,28 +174,55 @@ def assemble_tilt_stack(
             f"{metadata.mdoc_path}: only {len(used)} usable tilts "
             f"(need {exclusion.min_tilts}); statuses: {[records[i].status for i in order]}"
         )
-    stack = np.empty((len(used), *next(iter(shapes))), dtype=np.float32)
+    shape = next(iter(shapes))
+    stack = np.empty((len(used), *shape), dtype=np.float32)
+    even = odd = None
+    # a single-frame movie among the used tilts has no halves: none for the series
+    frame_halves = frame_halves and all(index in halves for index in used)
+    if frame_halves:
+        binned_shape = halves[used[0]][0].shape
+        even = np.empty((len(used), *binned_shape), dtype=np.float32)
+        odd = np.empty_like(even)
     for slot, index in enumerate(used):
-        image = images[index]
-        # density convention: dense matter positive at low frequency (images show it dark)
-        contrast = 1.0 - image / image.mean()
+        record = records[index]
+        mid_exposure = (
+            record.accumulated_dose_e_per_angstrom2 + 0.5 * record.exposure_dose_e_per_angstrom2
+        )
+        weights = None
         if dose_weighting:
-            record = records[index]
-            mid_exposure = (
-                record.accumulated_dose_e_per_angstrom2 + 0.5 * record.exposure_dose_e_per_angstrom2
-            )
             weights = dose_filter(
-                contrast.shape, metadata.pixel_size_angstrom, mid_exposure, voltage_kv, rfft=True
+                shape, metadata.pixel_size_angstrom, mid_exposure, voltage_kv, rfft=True
             )
-            contrast = scipy.fft.irfft2(scipy.fft.rfft2(contrast) * weights, s=contrast.shape)
-        stack[slot] = contrast
+        stack[slot] = _contrast(images[index], weights)
+        if frame_halves:
+            # the binned grid has the same frequencies in 1/A: the same dose filter, cropped
+            binned_weights = None
+            if dose_weighting:
+                binned_pixel = metadata.pixel_size_angstrom * frame_halves_binning
+                binned_weights = dose_filter(
+                    binned_shape, binned_pixel, mid_exposure, voltage_kv, rfft=True
+                )
+            even[slot] = _contrast(halves[index][0], binned_weights)
+            odd[slot] = _contrast(halves[index][1], binned_weights)
     return TiltStack(
         images=stack,
         tilt_angles_deg=np.array([records[i].tilt_angle_deg for i in used]),
         records=tuple(records[i] for i in order),
         pixel_size_angstrom=metadata.pixel_size_angstrom,
         tilt_axis_angle_deg=metadata.tilt_axis_angle_deg,
+        halves_binning=frame_halves_binning if frame_halves else 1,
+        even_images=even,
+        odd_images=odd,
     )
+
+
+def _contrast(image: np.ndarray, dose_weights: np.ndarray | None) -> np.ndarray:
+    """Density convention: dense matter positive at low frequency (images show it dark),
+    dose-weighted by the rfft-grid `dose_weights` when given."""
+    contrast = 1.0 - image / image.mean()
+    if dose_weights is None:
+        return contrast
+    return scipy.fft.irfft2(scipy.fft.rfft2(contrast) * dose_weights, s=contrast.shape)
 
 
 def _fit_ctf(
