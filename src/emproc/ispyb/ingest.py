@@ -38,6 +38,7 @@ from emproc.ispyb.recipes import (
     em_spa_preprocess,
     em_spa_refine,
     em_tomo_align,
+    em_tomo_denoise,
     em_tomo_preprocess,
 )
 from emproc.ispyb.retry import DEFAULT_RETRY, RetryPolicy
@@ -268,7 +269,8 @@ def _ingest_tilt_series(run: IngestRun, path: Path) -> None:
         run, f"tomo:{name}", "tomo", data_collection, list(TOMO_RECIPES), attachments, outcomes
     )
     movie_ids = em_tomo_preprocess.ingest(run, collection, path, summary, tilts)
-    em_tomo_align.ingest(run, collection, path, summary, tilts, movie_ids)
+    tomogram = em_tomo_align.ingest(run, collection, path, summary, tilts, movie_ids)
+    em_tomo_denoise.ingest(run, path, summary, tomogram["tomogramId"])
     retire_superseded_jobs(run.engine, collection, run.policy)
 
 

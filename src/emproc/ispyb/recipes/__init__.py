@@ -9,10 +9,11 @@ files it writes and which PATo page shows them.
 | em-spa-refine | `em_spa_refine` | ParticleClassificationGroup (3D, the refined map), ParticleClassification, BFactorFit |
 | em-tomo-preprocess | `em_tomo_preprocess` | Movie, MotionCorrection, CTF per tilt |
 | em-tomo-align | `em_tomo_align` | Tomogram, TiltImageAlignment |
+| em-tomo-align (denoising step) | `em_tomo_denoise` | ProcessedTomogram "Denoised" under the Tomogram |
 
 `classification` writes a group and its classes for the three classification recipes.
 
-A new recipe (a denoised ProcessedTomogram) is one more module
-with a `RECIPE` and an `ingest(run, collection, ...)`, listed where `emproc.ispyb.ingest`
-builds the collection's recipes.
+A new recipe is one more module with a `RECIPE` and an `ingest(run, collection, ...)`,
+listed where `emproc.ispyb.ingest` builds the collection's recipes. `em_tomo_denoise` has no
+RECIPE: at Diamond denoising is a step of em-tomo-align and its table has no program column.
 """

@@ -16,8 +16,8 @@ em-tomo-align and em-tomo-preprocess jobs) and serves every image as
 | AutoProcProgram.processingMessage | `alignment_method`, beads used of found, `alignment_fallback_reason` | processing job status |
 
 Natural keys: Tomogram dataCollectionId; TiltImageAlignment (movieId, tomogramId), its
-primary key. A denoised tomogram (ProcessedTomogram, processingType "Denoised") would be one
-more module writing a row keyed by the tomogramId this one returns.
+primary key. The denoised tomogram (ProcessedTomogram, processingType "Denoised") is written
+by `em_tomo_denoise` under the tomogramId this one returns.
 """
 
 from __future__ import annotations
@@ -213,9 +213,9 @@ def ingest(
     summary: Mapping[str, Any],
     tilts: Sequence[Mapping[str, Any]],
     movie_ids: Sequence[int],
-) -> None:
-    """The tilt series' Tomogram and tilt alignments."""
-    run.unit(
+) -> dict[str, Any]:
+    """The tilt series' Tomogram and tilt alignments; their ids (`tomogramId`)."""
+    return run.unit(
         f"tomogram:{summary['tilt_series_name']}",
         [summary_path],
         [collection.to_json(), list(movie_ids)],
