@@ -462,6 +462,26 @@ def test_tomogram_images_and_tilts(filled):
     assert collection.startTime is not None and collection.endTime > collection.startTime
 
 
+def test_denoised_tomogram_page(filled):
+    """crud/tomograms._get_movie with movieType "denoised": the ProcessedTomogram of type
+    "Denoised" under the tomogram, its filePath with .mrc -> _thumbnail.jpeg / _movie.png."""
+    dc_id = collection_id(filled, "Tomography")
+    ((tomogram_id,),) = rows(
+        filled,
+        sa.select(models.Tomogram.tomogramId).where(models.Tomogram.dataCollectionId == dc_id),
+    )
+    (base_path,) = rows(
+        filled,
+        sa.select(models.ProcessedTomogram.filePath).filter(
+            models.ProcessedTomogram.tomogramId == tomogram_id,
+            models.ProcessedTomogram.processingType == "denoised".capitalize(),
+        ),
+    )[0]
+    assert base_path == filled.tomo_summary["denoised_tomogram_path"]
+    for suffix in ("_thumbnail.jpeg", "_movie.png"):
+        assert Path(base_path.replace(".mrc", suffix)).is_file(), suffix
+
+
 def test_tomogram_alignment_quality_of_the_beaded_series(filled):
     """The simulated series carries gold beads: the tomogram info panel shows the fiducial
     fit's residual (nm) and z shift, each tilt its refined axis, magnification and residual."""
