@@ -7,9 +7,11 @@ this size (docs/benchmarks.md): NCC with the noise-free tomogram raw 0.951 / 0.8
 with the true density raw 0.607 / 0.494, denoised 0.638 / 0.581.
 """
 
+import mrcfile
 import numpy as np
 import pytest
 import scipy.ndimage
+from PIL import Image
 
 from emproc.simulate.tomo_denoise_cases import DenoiseCase, denoise_bench
 from emproc.tomo.denoise import (
@@ -91,3 +93,39 @@ def test_bad_inputs_give_a_clear_error():
         denoise_tomogram(volume, volume, np.zeros((8, 8, 6), dtype=np.float32))
     with pytest.raises(DenoiseError, match="unknown denoising method"):
         denoise_tomogram(volume, volume, volume, DenoiseParams(method="topaz"))
+
+
+def test_pipeline_falls_back_to_tilt_halves_for_single_frame_movies(tmp_path):
+    """A series recorded without frames still gets its denoised tomogram and PATo images."""
+    from emproc.simulate.tomo import TiltSeriesParams, simulate_tomo_session
+    from emproc.tomo.pipeline import process_tilt_series
+
+    params = TiltSeriesParams(
+        image_size_px=128, pixel_size_angstrom=8.0, frames_per_tilt=1, tilt_step_deg=6.0
+    )
+    simulate_tomo_session(tmp_path / "session", params=params, seed=4)
+    tomo = {
+        "binning": 2,
+        "thickness_px": 24,
+        "patch_size_px": 32,
+        "bead_diameter_nm": 0,
+        "denoise": {"enabled": True, "halves": "frames"},
+    }
+    summary = process_tilt_series(
+        tmp_path / "session" / "Position_1.mdoc",
+        tmp_path / "out",
+        tomo=tomo,
+        microscope={"voltage_kv": 300.0},
+    )
+    assert summary["denoise_halves"] == "tilts"
+    with (
+        mrcfile.open(summary["tomogram_path"]) as raw,
+        mrcfile.open(summary["denoised_tomogram_path"]) as denoised,
+    ):
+        assert denoised.data.shape == raw.data.shape == (24, 64, 64)
+        assert float(denoised.voxel_size.x) == pytest.approx(float(raw.voxel_size.x))
+        # a filter with gains in [0, 1]: never more power than the raw tomogram
+        assert 0.0 < denoised.data.std() < raw.data.std()
+    assert summary["denoised_tomogram_path"].endswith("_rec.denoised.mrc")
+    for key in ("denoised_thumbnail_path", "denoised_movie_path"):
+        assert Image.open(summary[key]).size == (64, 64)
