@@ -98,9 +98,10 @@ def write_denoised_tomogram(
 
 def _to_8bit(image: np.ndarray) -> Image.Image:
     """+-3 SD of the image to 0-255, dense matter dark (the tomogram has it positive), at
-    most `THUMBNAIL_PX` on a side."""
+    most `THUMBNAIL_PX` on a side, y up as the raw tomogram's snapshots (`outputs.py`, origin
+    lower) so that PATo's raw/denoised switch shows the same orientation."""
     mean, sd = float(image.mean()), float(image.std()) or 1.0
-    scaled = np.clip((mean + 3 * sd - image) / (6 * sd), 0.0, 1.0)
+    scaled = np.clip((mean + 3 * sd - image[::-1]) / (6 * sd), 0.0, 1.0)
     picture = Image.fromarray((scaled * 255).astype(np.uint8))
     picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     return picture
