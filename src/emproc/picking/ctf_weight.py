@@ -45,8 +45,8 @@ class MicrographCtf:
         return 0.5 * (self.defocus_u_angstrom + self.defocus_v_angstrom)
 
     def rounded(self) -> MicrographCtf:
-        """Rotationally averaged and rounded (defocus to 1 %): a cache key for the noise
-        statistics of the filter bank, which do not depend on astigmatism that finely."""
+        """Rotationally averaged, defocus to 3 significant digits: the cache key of the filter
+        bank's noise statistics, which do not depend on astigmatism or defocus that finely."""
         mean = float(
             np.round(self.mean_defocus_angstrom, -int(np.log10(self.mean_defocus_angstrom)) + 2)
         )

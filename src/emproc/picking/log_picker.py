@@ -166,8 +166,8 @@ def blob_response(
     ctf: MicrographCtf | None = None,
     pixel_size_angstrom: float = 1.0,
 ) -> BlobResponse:
-    """Two (three with a CTF) filter families at each diameter d, each response in noise sigmas of the
-    background (`background`: boolean, the pixels the statistics come from):
+    """Two (with a CTF three) filter families at each diameter d, each response in noise
+    sigmas of the background (`background`: boolean, the pixels the statistics come from):
 
     - the scale-normalised -LoG, sigma = d/(2 sqrt 2): strongest on a bright disc of
       diameter d, its weight concentrated at the centre (compact particles, rods);
