@@ -9,6 +9,12 @@
                 (at most 4), and the ideal matched-filter SNR of the cell's particles.
 --relion-cells  run `relion_autopick --LoG` (GUI defaults: --shrink 0 --lowpass 20) on the
                 same micrographs of the first N matrix cells and score it the same way.
+--ctf           also pick with the CTF-matched filter (`picking.ctf_filter`), given the
+                generator's true mean defocus (the role of the CTF estimate; astigmatism of up
+                to 400 A ignored): columns "ctf P/R".
+--oracle        for cells below 0.9: the best min(P, R) any fixed threshold reaches (swept
+                2-8 sigma, chosen with the ground truth, which no picker has): whether the
+                filters separate the particles from the noise at all.
 --speed         4096 x 4096 micrographs (1 A/px, 150 A and 60 A particles): emproc (read + pick)
                 and relion_autopick --LoG on the same file, alternating, 3 runs each.
 Prints markdown rows for docs/benchmarks.md.
@@ -17,6 +23,7 @@ Prints markdown rows for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shutil
 import subprocess
@@ -29,13 +36,16 @@ import numpy as np
 import starfile
 
 from emproc.micrograph_matrix import (
+    AMPLITUDE_CONTRAST,
     Cell,
+    Truth,
     ideal_detection_snr,
     pairwise_cells,
     render_cell_micrograph,
     score_cell,
 )
 from emproc.picking import LogPickerParams, pick_log
+from emproc.picking.ctf_weight import MicrographCtf
 from emproc.picking.io import read_micrograph
 
 MIN_PARTICLES = 40
@@ -108,17 +118,58 @@ def score(all_picks, micrographs, cell: Cell) -> tuple[float, float, int, int]:
     return result["precision"], result["recall"], result["picks"], result["particles"]
 
 
-def bench_matrix(relion_cells: int, only_relion: bool) -> None:
+def true_ctf(truth: Truth) -> MicrographCtf:
+    return MicrographCtf(
+        truth.defocus_angstrom, truth.defocus_angstrom, 0.0, 300.0, 2.7, AMPLITUDE_CONTRAST
+    )
+
+
+def pick_all(micrographs, cell: Cell, params: LogPickerParams, with_ctf: bool) -> list:
+    """Picks (x, y, score) per micrograph."""
+    return [
+        pick_log(
+            image, cell.pixel_size_angstrom, params, ctf=true_ctf(truth) if with_ctf else None
+        )[["x_px", "y_px", "score_sigma"]].to_numpy()
+        for image, truth in micrographs
+    ]
+
+
+def oracle_threshold(micrographs, cell: Cell, params: LogPickerParams, with_ctf: bool) -> str:
+    """Best min(P, R) over fixed thresholds 2-8 sigma (chosen with the truth) and where.
+
+    Picks once at 2 sigma and keeps those scoring >= t: non-maximum suppression is greedy
+    from the top, so it keeps the same peaks above t (ridge merging through peaks below t
+    is the one approximation)."""
+    low = dataclasses.replace(params, threshold_sigma=2.0)
+    picks = pick_all(micrographs, cell, low, with_ctf)
+    best = (-1.0, 0.0, 0.0, 0.0)
+    for threshold in np.arange(2.0, 8.01, 0.25):
+        kept = [p[p[:, 2] >= threshold, :2] for p in picks]
+        precision, recall, _, _ = score(kept, micrographs, cell)
+        precision = float(np.nan_to_num(precision))
+        if min(precision, recall) > best[0]:
+            best = (min(precision, recall), threshold, precision, recall)
+    return f"{best[0]:.2f} (t {best[1]:.2f}: P {best[2]:.2f} R {best[3]:.2f})"
+
+
+def bench_matrix(
+    relion_cells: int,
+    only_relion: bool,
+    with_ctf: bool,
+    oracle: bool,
+    selected: list[int] | None = None,
+    ideal_snr: bool = True,
+) -> None:
     cells = pairwise_cells()
     print(
         "| cell | px | micrographs | particles | ideal SNR (median) | emproc P | emproc R |"
-        " emproc s/micrograph | RELION P | RELION R |"
+        " emproc s/micrograph | RELION P | RELION R | ctf P | ctf R | oracle | ctf oracle |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst = 1.0
     for index, cell in enumerate(cells):
         with_relion = index < relion_cells and shutil.which("relion_autopick")
-        if only_relion and not with_relion:
+        if (only_relion and not with_relion) or (selected and index not in selected):
             continue
         micrographs = []
         seed = 0
@@ -127,7 +178,7 @@ def bench_matrix(relion_cells: int, only_relion: bool) -> None:
             seed += 1
             if sum(len(t.particles) for _, t in micrographs) >= MIN_PARTICLES:
                 break
-        snr = float(np.median(ideal_detection_snr(cell, 100)))
+        snr = float(np.median(ideal_detection_snr(cell, 100))) if ideal_snr else float("nan")
         low, high = cell.diameter_range_angstrom
         params = LogPickerParams(min_diameter_angstrom=low, max_diameter_angstrom=high)
         ours = []
@@ -139,6 +190,16 @@ def bench_matrix(relion_cells: int, only_relion: bool) -> None:
             ours.append(picks[["x_px", "y_px"]].to_numpy())
         precision, recall, _, particles = score(ours, micrographs, cell)
         worst = min(worst, precision, recall)
+        extra = "| - | - |"
+        if with_ctf:
+            with_ctf_picks = [p[:, :2] for p in pick_all(micrographs, cell, params, True)]
+            cp, cr, _, _ = score(with_ctf_picks, micrographs, cell)
+            extra = f"| {cp:.2f} | {cr:.2f} |"
+        if oracle and min(np.nan_to_num(precision), recall) < 0.9:
+            extra += f" {oracle_threshold(micrographs, cell, params, False)} |"
+            extra += f" {oracle_threshold(micrographs, cell, params, True)} |"
+        else:
+            extra += " - | - |"
         relion = "| - | - |"
         if with_relion:
             with tempfile.TemporaryDirectory() as directory:
@@ -151,7 +212,8 @@ def bench_matrix(relion_cells: int, only_relion: bool) -> None:
             relion = f"| {rp:.2f} | {rr:.2f} |"
         print(
             f"| {cell.name} | {cell.size_px} | {len(micrographs)} | {particles} | {snr:.1f} |"
-            f" {precision:.2f} | {recall:.2f} | {wall / len(micrographs):.2f} {relion}",
+            f" {precision:.2f} | {recall:.2f} | {wall / len(micrographs):.2f} {relion}"
+            f" {extra[2:]}",
             flush=True,
         )
     print(f"worst cell: {worst:.2f}")
@@ -205,12 +267,23 @@ def main() -> None:
     parser.add_argument("--matrix", action="store_true")
     parser.add_argument("--relion-cells", type=int, default=0)
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--ctf", action="store_true")
+    parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--cells", type=int, nargs="+", help="matrix cell indices only")
+    parser.add_argument("--no-ideal-snr", action="store_true", help="skip the ideal SNR column")
     parser.add_argument(
         "--speed-diameters", type=float, nargs="+", default=[150.0, 60.0], help="Angstrom"
     )
     args = parser.parse_args()
     if args.matrix or args.relion_cells:
-        bench_matrix(args.relion_cells, only_relion=not args.matrix)
+        bench_matrix(
+            args.relion_cells,
+            not args.matrix,
+            args.ctf,
+            args.oracle,
+            args.cells,
+            not args.no_ideal_snr,
+        )
     if args.speed:
         for diameter in args.speed_diameters:
             bench_speed(diameter)

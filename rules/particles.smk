@@ -4,7 +4,10 @@
 
 rule pick_particles:
     input:
-        upstream=[chunk_manifest("motion")],
+        # with picking.ctf_filter the CTF estimate feeds the picker: then picking waits for
+        # it and reruns when it changes; otherwise it needs the motion-corrected sums only
+        upstream=[chunk_manifest("motion")]
+        + ([chunk_manifest("ctf")] if config["picking"].get("ctf_filter", False) else []),
     output:
         manifest=chunk_manifest("pick"),
     params:

@@ -240,3 +240,42 @@ def test_cryolo_missing_binary_is_a_clear_error(tmp_path):
         pytest.skip("crYOLO is installed: this checks the not-installed message")
     with pytest.raises(CryoloError, match="not found on PATH"):
         run_cryolo(tmp_path / "m.mrc", tmp_path, CryoloParams("c", "w"))
+
+
+def test_ctf_for_picking_is_read_from_the_ctf_and_import_json(tmp_path):
+    from emproc.picking.run import micrograph_ctf_from_files
+
+    ctf_json = tmp_path / "movie_ctf.json"
+    import_json = tmp_path / "movie.json"
+    ctf_json.write_text(
+        json.dumps(
+            {
+                "defocus_u_angstrom": 15500.0,
+                "defocus_v_angstrom": 14500.0,
+                "astigmatism_angle_deg": 30.0,
+            }
+        )
+    )
+    import_json.write_text(
+        json.dumps({"voltage_kv": 200.0, "spherical_aberration_mm": 2.0, "amplitude_contrast": 0.1})
+    )
+    ctf = micrograph_ctf_from_files(ctf_json, import_json)
+    assert (ctf.defocus_u_angstrom, ctf.voltage_kv, ctf.spherical_aberration_mm) == (
+        15500.0,
+        200.0,
+        2.0,
+    )
+    assert ctf.rounded().defocus_u_angstrom == ctf.rounded().defocus_v_angstrom == 15000.0
+    import_json.write_text(json.dumps({"voltage_kv": 200.0}))
+    with pytest.raises(PickingError, match="movie.json: missing keys"):
+        micrograph_ctf_from_files(ctf_json, import_json)
+    write_mrc(tmp_path / "m.mrc", np.ones((64, 64)), 1.0)
+    with pytest.raises(PickingError, match="ctf_filter"):
+        pick_micrograph_file(
+            tmp_path / "m.mrc",
+            movie_name="m",
+            star_path=tmp_path / "m.star",
+            summary_path=tmp_path / "m.json",
+            snapshot_path=tmp_path / "m.jpg",
+            picking={"ctf_filter": True},
+        )

@@ -17,6 +17,7 @@ from scipy import ndimage
 from emproc.micrograph_matrix import Cell, match_picks, render_cell_micrograph, score_cell
 from emproc.picking import LogPickerParams, pick_log
 from emproc.picking.contamination import contamination_mask
+from emproc.picking.ctf_weight import MicrographCtf
 from emproc.picking.log_picker import bin_micrograph
 
 REDUCED_MATRIX = [
@@ -115,3 +116,22 @@ def test_automatic_threshold_picks_nothing_on_noise():
         noise = np.random.default_rng(seed).poisson(16.0, (1024, 1024)).astype(np.float32)
         picks += len(pick_log(noise, 1.0, LogPickerParams()))
     assert picks <= 4  # ~5 % false-discovery rate: at most a stray peak per micrograph
+
+
+def test_ctf_filter_finds_rings_near_focus():
+    # close to focus a small ring's contrast sits in the Thon rings, not at its own scale:
+    # the CTF-matched filter (picking.ctf_filter) finds three times as many (0.67 vs 0.22)
+    cell = Cell("ring", 70.0, 1.0, "crowded", 0.6, 40.0)
+    image, truth = render_cell_micrograph(cell, 3)
+    ctf = MicrographCtf(truth.defocus_angstrom, truth.defocus_angstrom, 0.0, 300.0, 2.7, 0.07)
+    plain, matched = (
+        score_cell(
+            cell,
+            [pick_log(image, 1.0, default_params(cell), ctf=used)[["x_px", "y_px"]].to_numpy()],
+            [(image, truth)],
+        )
+        for used in (None, ctf)
+    )
+    assert matched["particles"] >= 80
+    assert matched["precision"] >= 0.9
+    assert matched["recall"] >= plain["recall"] + 0.3

@@ -43,6 +43,19 @@ def test_dry_run_plans_one_job_per_chunk_of_movies_and_stage(small_session: Path
     assert counts["corrected_micrographs_star"] == counts["micrographs_ctf_star"] == 1
 
 
+def test_picking_waits_for_the_ctf_estimate_only_with_the_ctf_filter(small_session: Path, tmp_path):
+    config = yaml.safe_load(small_session.read_text())
+    for ctf_filter in (False, True):
+        config.setdefault("picking", {})["ctf_filter"] = ctf_filter
+        path = tmp_path / f"config_{ctf_filter}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = snakemake(path, "--dry-run", "--quiet", "rules", "--until", "pick_particles")
+        assert result.returncode == 0, result.stderr
+        counts = job_counts(result.stdout + result.stderr)
+        assert counts["pick_particles"] == 1, counts
+        assert ("ctf_estimate" in counts) == ctf_filter, counts
+
+
 @pytest.mark.slow
 def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     config = simulated_spa_run(tmp_path, movies=2, size=512, frames=8)

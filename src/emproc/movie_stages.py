@@ -91,6 +91,8 @@ def pick_step(context: StageContext) -> MovieStep:
             snapshot_path=outputs["snapshot"],
             picking=context.config["picking"],
             workers=context.threads,
+            ctf_json_path=movie_paths(context.output_dir, "ctf", movie)["summary"],
+            import_json_path=movie_paths(context.output_dir, "import", movie)["metadata"],
         )
 
     return step

@@ -24,6 +24,7 @@ from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
 from emproc.picking.contamination import contamination_mask
+from emproc.picking.ctf_weight import MicrographCtf, ctf_weight
 from emproc.picking.threshold import (
     MIN_THRESHOLD_SIGMA,
     expected_noise_maxima,
@@ -48,7 +49,10 @@ class LogPickerParams:
     number_of_scales: int = 5
     pixels_per_min_diameter: float = 16.0  # sets the binning
     edge_exclusion_angstrom: float | None = None  # default: half the minimum diameter
-    min_separation_fraction: float = 0.5  # NMS distance, fraction of the minimum diameter
+    # NMS distance, fraction of the minimum diameter: no two particle centres are closer than
+    # it (touching neighbours sit a diameter apart), while a large particle's rim and fringe
+    # answer the filters half a diameter from its centre
+    min_separation_fraction: float = 0.8
     ridge_merge_fraction: float = 0.7  # merge peaks whose joining line stays above this
     contamination_intensity_change: float = 0.05  # rejected absorption change; <= 0 disables
 
@@ -159,21 +163,31 @@ def blob_response(
     diameters_px: np.ndarray,
     background: np.ndarray | None = None,
     workers: int = 1,
+    ctf: MicrographCtf | None = None,
+    pixel_size_angstrom: float = 1.0,
 ) -> BlobResponse:
-    """Two filter families at each diameter d, each response in noise sigmas of the
-    background (`background`: boolean, the pixels the statistics come from):
+    """Two (with a CTF three) filter families at each diameter d, each response in noise
+    sigmas of the background (`background`: boolean, the pixels the statistics come from):
 
     - the scale-normalised -LoG, sigma = d/(2 sqrt 2): strongest on a bright disc of
       diameter d, its weight concentrated at the centre (compact particles, rods);
     - disc minus surround: the mean over a disc of diameter d minus the mean over the
       annulus out to sqrt(2) d (equal areas), softened at d/16. It weighs the whole disc
       alike, so a ring (mass at its rim, a hole in the middle) scores as a compact particle
-      of the same mass does, where the LoG's centre weight sees mostly the hole.
+      of the same mass does, where the LoG's centre weight sees mostly the hole;
+    - with `ctf` (the micrograph's CTF, `pixel_size_angstrom` the image's pixel): disc minus
+      surround times the CTF (`ctf_weight`), the filter matched to a disc seen through the
+      microscope: it adds up the contrast of every Thon ring with the right sign.
     """
     # mirror padding keeps the opposite edge from wrapping into the filtered border
     pad = int(np.ceil(1.5 * diameters_px.max()))
     padded = np.pad(image.astype(np.float32), pad, mode="reflect")
     spectrum = scipy.fft.rfft2(padded, workers=workers)
+    families = ["log", "disc"]
+    ctf_spectrum = spectrum
+    if ctf is not None:
+        ctf_spectrum = spectrum * ctf_weight(padded.shape, pixel_size_angstrom, ctf)
+        families.append("ctf_disc")
     fy = np.fft.fftfreq(padded.shape[0]).astype(np.float32)[:, None]
     fx = np.fft.rfftfreq(padded.shape[1]).astype(np.float32)[None, :]
     lookup = _RadialLookup(np.float32(2.0 * np.pi) * np.sqrt(fx**2 + fy**2))
@@ -183,7 +197,8 @@ def blob_response(
     log_best = np.full(image.shape, -np.inf, dtype=np.float32)
     scale_index = np.zeros(image.shape, dtype=np.int16)
     better = np.empty(image.shape, dtype=bool)
-    for family in ("log", "disc"):
+    for family in families:
+        source = ctf_spectrum if family.startswith("ctf") else spectrum
         for index, diameter in enumerate(diameters_px):
             if family == "log":
                 sigma2 = (diameter / (2.0 * np.sqrt(2.0))) ** 2
@@ -192,7 +207,7 @@ def blob_response(
                 profile = (
                     _jinc(0.5 * diameter * k) - _jinc(0.5 * np.sqrt(2.0) * diameter * k)
                 ) * np.exp(-0.5 * (diameter / 16.0) ** 2 * k**2)
-            response = scipy.fft.irfft2(spectrum * lookup(profile), s=padded.shape, workers=workers)
+            response = scipy.fft.irfft2(source * lookup(profile), s=padded.shape, workers=workers)
             response = response[pad:-pad, pad:-pad]
             median, spread = _background_sigma(response[statistics])
             response -= np.float32(median)
@@ -210,8 +225,13 @@ def _local_maxima(response: np.ndarray, size: int, floor: float) -> tuple[np.nda
     return np.nonzero((response == local_max) & (response > floor))
 
 
-@lru_cache(maxsize=32)
-def noise_roughness(diameters_px: tuple[float, ...], peak_window_px: int) -> float:
+@lru_cache(maxsize=256)
+def noise_roughness(
+    diameters_px: tuple[float, ...],
+    peak_window_px: int,
+    ctf: MicrographCtf | None = None,
+    pixel_size_angstrom: float = 1.0,
+) -> float:
     """Effective lambda_2 (1/px^2) of the filter bank's best response to white noise.
 
     The maximum over ten correlated filters is not one Gaussian field, so its roughness is
@@ -222,7 +242,7 @@ def noise_roughness(diameters_px: tuple[float, ...], peak_window_px: int) -> flo
     diameters = np.asarray(diameters_px)
     size = int(max(512, 12 * diameters.max()))
     noise = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    best = blob_response(noise, diameters).best
+    best = blob_response(noise, diameters, ctf=ctf, pixel_size_angstrom=pixel_size_angstrom).best
     border = int(np.ceil(diameters.max()))
     inner = best[border:-border, border:-border]
     heights = inner[_local_maxima(inner, peak_window_px, 2.0)]
@@ -301,8 +321,13 @@ def pick_log(
     pixel_size_angstrom: float,
     params: LogPickerParams = LogPickerParams(),
     workers: int = 1,
+    ctf: MicrographCtf | None = None,
 ) -> pd.DataFrame:
-    """Particle picks (x_px, y_px in micrograph pixels, score_sigma, diameter_angstrom)."""
+    """Particle picks (x_px, y_px in micrograph pixels, score_sigma, diameter_angstrom).
+
+    `ctf`: the micrograph's estimated CTF; given, the filters are matched to it
+    (`ctf_weight`), which is what finds small particles and particles close to focus.
+    """
     if micrograph.ndim != 2 or min(micrograph.shape) < 16:
         raise PickingError(f"expected a 2D micrograph of at least 16x16, got {micrograph.shape}")
     if not np.all(np.isfinite(micrograph)):
@@ -322,7 +347,12 @@ def pick_log(
     )
     inverted = np.float32(binned.image.mean()) - binned.image
     blobs = blob_response(
-        inverted, diameters_angstrom / pixel, background=~rejected, workers=workers
+        inverted,
+        diameters_angstrom / pixel,
+        background=~rejected,
+        workers=workers,
+        ctf=ctf,
+        pixel_size_angstrom=pixel,
     )
     response, scale_index = blobs.best, blobs.scale_index
 
@@ -346,7 +376,12 @@ def pick_log(
         threshold = false_discovery_threshold(
             score,
             float(allowed.sum()),
-            noise_roughness(tuple(np.round(diameters_angstrom / pixel, 3)), window),
+            noise_roughness(
+                tuple(np.round(diameters_angstrom / pixel, 3)),
+                window,
+                None if ctf is None else ctf.rounded(),
+                round(pixel, 4),
+            ),
             params.false_discovery_rate,
         )
     above = score >= threshold
