@@ -1,21 +1,33 @@
 """The real workflow through profiles/slurm and profiles/uge on schedulers running on localhost.
 
 The same simulated session must give the same results as under profiles/local, with every
-per-movie stage of up to 50 movies travelling in one submission.
+per-movie stage of up to 20 movies travelling in one submission, and that submission asking the
+scheduler for one core and the chunk's runtime (its stages one after another).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from emproc.resources import rule_resources
 
 from .compare import differences
 from .conftest import MOVIES, config_for_run, run_workflow
 
 MOVIES_PER_JOB = 20  # processing.movies_per_job in config/config.yaml
+CHUNK_RULES = ("import_movies", "motion_correct", "ctf_estimate", "pick_particles",
+               "extract_particles")  # fmt: skip
+# A chunk job's stages run in series on one core: it asks for the sum of their chunk runtimes.
+CHUNK_JOB_RUNTIME_MIN = MOVIES_PER_JOB * sum(
+    rule_resources({}, rule)["runtime"] for rule in CHUNK_RULES
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -61,19 +73,40 @@ def _run_and_compare(
     return submissions
 
 
+def scheduler_request(scheduler: str, job_id: str, env: dict[str, str]) -> str:
+    """What the scheduler recorded as the job's request (SLURM keeps finished jobs for
+    MinJobAge; Grid Engine's accounting is written a moment after the end)."""
+    command = ["scontrol", "show", "job", "-o", job_id] if scheduler == "slurm" else [
+        "qacct", "-j", job_id]  # fmt: skip
+    for _ in range(10):
+        result = subprocess.run(command, capture_output=True, text=True, check=False,
+                                env={**os.environ, **env})  # fmt: skip
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout
+        time.sleep(1)
+    raise AssertionError(f"{' '.join(command)}: {result.stderr}")
+
+
 def test_slurm_profile_matches_local_with_one_submission_per_chunk(
     slurm_cluster, simulated_config, local_reference, tmp_path
 ):
-    _run_and_compare(
+    (job,) = _run_and_compare(
         "slurm", "slurm", SLURM_TEST_ARGS, slurm_cluster, simulated_config, local_reference,
         tmp_path,
     )  # fmt: skip
+    request = scheduler_request("slurm", job, slurm_cluster)
+    hours, minutes = divmod(CHUNK_JOB_RUNTIME_MIN, 60)
+    assert re.search(r"\bNumCPUs=1\b", request), request
+    assert f"TimeLimit={hours:02d}:{minutes:02d}:00" in request, request
 
 
 def test_uge_profile_matches_local_with_one_submission_per_chunk(
     gridengine_cluster, simulated_config, local_reference, tmp_path
 ):
-    _run_and_compare(
+    (job,) = _run_and_compare(
         "uge", "uge", UGE_TEST_ARGS, gridengine_cluster, simulated_config, local_reference,
         tmp_path,
     )  # fmt: skip
+    request = scheduler_request("uge", job, gridengine_cluster)
+    assert re.search(r"-pe smp 1\b", request), request
+    assert f"h_rt={CHUNK_JOB_RUNTIME_MIN * 60}," in request, request

@@ -2,7 +2,8 @@
 # A single-host Grid Engine (Debian's gridengine 8.1.9) on localhost, for the cluster tests and
 # for trying profiles/uge.
 #   tools/cluster/gridengine.sh install          debconf-preseeded apt-get when missing (root)
-#   tools/cluster/gridengine.sh start STATE_DIR  start sge_qmaster/sge_execd, queue all.q (2 slots)
+#   tools/cluster/gridengine.sh start STATE_DIR  start sge_qmaster/sge_execd, queue all.q (one slot
+#                                                per core; EMPROC_SGE_SLOTS=N sets N)
 #   tools/cluster/gridengine.sh stop STATE_DIR   stop the daemons this script started (by pid)
 # Clients need `export SGE_ROOT=/var/lib/gridengine SGE_CELL=default`.
 set -euo pipefail
@@ -78,6 +79,9 @@ EOF
             -e "s/^slots .*/slots $slots/" -e "s|^shell .*|shell /bin/bash|" \
             -e "s/^pe_list .*/pe_list smp/" | apply_file -Aq all.q
     fi
+    # The queue outlives the daemons (spool): set its slots on every start. More slots than
+    # cores oversubscribe this host (scaling runs: benchmarks/bench_cluster_throughput.py).
+    qconf -rattr queue slots "$slots" all.q >/dev/null
     # A busy shared test machine must not hold jobs back as "overloaded".
     qconf -rattr queue load_thresholds NONE all.q >/dev/null 2>&1
 }
