@@ -3,7 +3,8 @@
 
     python benchmarks/bench_tomo_alignment.py [--seeds 1 2 3 4 5] [--pixel 8.0] [--signal]
 
-Fiducial path: 25 gold beads of 10 nm; patch path: no beads. Both specimens (crowded,
+Fiducial path: 25 gold beads of 10 nm; patch path: no beads (patch tracking, then
+projection matching, `emproc.tomo.projection_matching`). Both specimens (crowded,
 sparse_carbon), 256 px, +-60 deg in 3 deg steps, 4 px rms random shifts, the axis guess
 2 deg off. Shift error: rms over tilts of |estimate - truth| after `remove_gauge` (a
 translation of the specimen is no error), unbinned px; axis error in degrees.
@@ -60,7 +61,12 @@ def run(specimen: str, seed: int, beads: int, pixel: float) -> dict:
     return {
         "specimen": specimen,
         "seed": seed,
-        "method": result.method,
+        "method": result.method
+        + (
+            f"+matching x{result.projection_matching_iterations}"
+            if result.projection_matching_iterations
+            else ""
+        ),
         "shift_rms_px": float(np.sqrt(np.mean(np.sum(error**2, axis=1)))),
         "axis_error_deg": float(result.tilt_axis_angle_deg - series.tilt_axis_angle_deg),
         "beads_used": result.fiducial.beads_used if result.fiducial else 0,
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--pixel", type=float, default=8.0, help="A/px")
     parser.add_argument("--paths", nargs="+", default=["fiducial", "patch"])
+    parser.add_argument("--specimens", nargs="+", default=list(SPECIMENS))
     parser.add_argument("--signal", action="store_true", help="adjacent-tilt signal only")
     args = parser.parse_args()
     if args.signal:
@@ -107,7 +114,7 @@ def main() -> None:
                 )
         return
     for path in args.paths:
-        for specimen in SPECIMENS:
+        for specimen in args.specimens:
             for seed in args.seeds:
                 row = run(specimen, seed, 25 if path == "fiducial" else 0, args.pixel)
                 if "error" in row:
