@@ -5,6 +5,7 @@ removes per-tilt shift scatter from a series of blobs at different heights."""
 import numpy as np
 
 from emproc.tomo.geometry import rotation_matrix
+from emproc.tomo.patch_fiducials import PatchFiducialParams, align_with_patch_fiducials
 from emproc.tomo.projection_fit import remove_gauge
 from emproc.tomo.projection_matching import (
     ProjectionMatchingParams,
@@ -73,3 +74,30 @@ def test_refine_shifts_removes_per_tilt_scatter():
     result = refine_shifts(images, ANGLES, axis, start, ProjectionMatchingParams(iterations=4))
     assert error(start) > 0.9
     assert error(result.raw_shifts_px) < 0.25, (error(start), error(result.raw_shifts_px))
+
+
+def test_patch_fiducials_fit_shifts_from_independently_located_points():
+    rng = np.random.default_rng(5)
+    size, axis = 96, -84.0
+    points = np.column_stack(
+        [rng.uniform(-55, 55, 120), rng.uniform(-40, 40, 120), rng.uniform(-10, 10, 120)]
+    )
+    truth = rng.normal(0.0, 3.0, (len(ANGLES), 2))
+    images = _render(points, ANGLES, size, axis, truth)
+    images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
+    # scatter plus a slow drift that is no specimen translation (what patch tracks leave)
+    beta = np.deg2rad(ANGLES)
+    drift = np.column_stack([0.8 * np.sin(3 * beta), 0.6 * np.cos(2 * beta)])
+    start = truth + drift + rng.normal(0.0, 0.5, truth.shape)
+
+    def error(shifts):
+        cleaned = remove_gauge(shifts - truth, ANGLES, axis)
+        return float(np.sqrt(np.mean(np.sum(cleaned**2, axis=1))))
+
+    params = PatchFiducialParams(iterations=3, patch_size_px=24, patches_per_axis=5)
+    result = align_with_patch_fiducials(images, ANGLES, axis, start, params)
+    assert error(start) > 0.9
+    # measured 0.52 (projection matching, 8 iterations: 0.38): the per-patch noise of the
+    # pseudo-fiducials is not averaged away as well as a whole-image match
+    assert error(result.raw_shifts_px) < 0.6, (error(start), error(result.raw_shifts_px))
+    assert result.tilt_axis_angle_deg == axis  # the axis is held (solve_axis=False)

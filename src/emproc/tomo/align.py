@@ -23,6 +23,7 @@ from emproc.tomo.fiducial import (
     align_with_fiducials,
 )
 from emproc.tomo.geometry import align_image, rotation_matrix, taper_mask
+from emproc.tomo.patch_fiducials import PatchFiducialParams, align_with_patch_fiducials
 from emproc.tomo.projection_matching import ProjectionMatchingParams, refine_shifts
 from emproc.tomo.stack import fourier_bin
 
@@ -52,6 +53,13 @@ class AlignmentParams:
     # tilt-to-tilt scatter the patch tracks leave (crowded slab_series seed 1: 1.35 -> 0.63
     # px rms); iterations 0 = off
     projection_matching: ProjectionMatchingParams = field(default_factory=ProjectionMatchingParams)
+    # then patches as pseudo-fiducials (emproc.tomo.patch_fiducials), shifts fitted jointly
+    # to points located independently in every tilt. Off by default (iterations 0): on
+    # slab_series crowded seeds 1-7 it left 0.72-1.26 px against 0.63-1.41 px without it
+    # (docs/benchmarks.md), no better on the whole
+    patch_fiducials: PatchFiducialParams = field(
+        default_factory=lambda: PatchFiducialParams(iterations=0)
+    )
 
 
 @dataclass(frozen=True)
@@ -332,6 +340,12 @@ def align_tilt_series(
     if matching.iterations > 0:
         matched = refine_shifts(binned, angles_deg, axis_deg, raw_binned, matching)
         raw_binned = _zero_tilt_gauge(matched.raw_shifts_px, angles_deg, axis_deg)
+    if params.patch_fiducials.iterations > 0:
+        pseudo = align_with_patch_fiducials(
+            binned, angles_deg, axis_deg, raw_binned, params.patch_fiducials
+        )
+        axis_deg = pseudo.tilt_axis_angle_deg
+        raw_binned = _zero_tilt_gauge(pseudo.raw_shifts_px, angles_deg, axis_deg)
     return AlignmentResult(
         angles_deg,
         axis_deg,

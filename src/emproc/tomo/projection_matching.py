@@ -77,6 +77,7 @@ def slab_reprojection(
     angles_deg: np.ndarray,
     thickness_px: float,
     target: int,
+    exclude: int = 0,
 ) -> np.ndarray:
     """Reprojection at tilt `target` of the slab back-projected from all *other* tilts
     (module docstring), from their `_spectra`; [y, x] in the target's aligned frame."""
@@ -89,7 +90,7 @@ def slab_reprojection(
     u = np.arange(nx) - nx / 2
     total = np.zeros((ny, nx), np.float32)
     for j in range(count):
-        if j == target:
+        if abs(j - target) <= exclude:
             continue
         parallax = abs(np.sin(beta[j] - beta[target])) / cos_k  # j's x per unit height
         blurred = spectra[j] * np.sinc(kappa * thickness_px * parallax).astype(np.float32)
