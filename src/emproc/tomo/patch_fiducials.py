@@ -12,6 +12,12 @@ share the tilt's local drift. Unlike chained tilt-to-tilt tracks, no error accum
 a track. A patch whose correlation peak is a ridge (an edge such as a carbon film's: position
 known across it only) is dropped; blobs elsewhere carry both components.
 Measure, fit, realign: `iterations` times.
+
+Limits (measured, docs/benchmarks.md): at 3 e-/A^2 a 32 px patch localises to ~1 px, so
+the points of a tilt average to about what one whole-image match gives; after projection
+matching it was no better on slab_series (crowded 0.72-1.26 px vs 0.63-1.41), so the
+pipeline leaves it off. The axis is held: points located against a reference that rotates
+with the image do not show an axis error (solved, it stayed near its start).
 """
 
 from __future__ import annotations
