@@ -3,7 +3,9 @@
 
     python benchmarks/bench_tomo_alignment.py [--seeds 1 2 3 4 5] [--pixel 8.0] [--signal]
 
-Fiducial path: 25 gold beads of 10 nm; patch path: no beads. Both specimens (crowded,
+Fiducial path: 25 gold beads of 10 nm; patch path: no beads (patch tracking, then
+projection matching, `emproc.tomo.projection_matching`; with --patch-fiducials N then N
+rounds of patches as pseudo-fiducials, `emproc.tomo.patch_fiducials`). Both specimens (crowded,
 sparse_carbon), 256 px, +-60 deg in 3 deg steps, 4 px rms random shifts, the axis guess
 2 deg off. Shift error: rms over tilts of |estimate - truth| after `remove_gauge` (a
 translation of the specimen is no error), unbinned px; axis error in degrees.
@@ -33,11 +35,12 @@ from emproc.tomo.align import (
 )
 from emproc.tomo.fiducial import FiducialParams
 from emproc.tomo.geometry import align_image, taper_mask
+from emproc.tomo.patch_fiducials import PatchFiducialParams
 from emproc.tomo.projection_fit import remove_gauge
 from emproc.tomo.stack import fourier_bin
 
 
-def run(specimen: str, seed: int, beads: int, pixel: float) -> dict:
+def run(specimen: str, seed: int, beads: int, pixel: float, patch_fiducials: int = 0) -> dict:
     series = simulate_slab_series(
         SlabSeriesParams(specimen=specimen, beads=beads, pixel_size_angstrom=pixel), seed
     )
@@ -47,7 +50,11 @@ def run(specimen: str, seed: int, beads: int, pixel: float) -> dict:
             series.images,
             series.tilt_angles_deg,
             series.axis_guess_deg,
-            AlignmentParams(binning=2, patch_size_px=48),
+            AlignmentParams(
+                binning=2,
+                patch_size_px=48,
+                patch_fiducials=PatchFiducialParams(iterations=patch_fiducials),
+            ),
             fiducial=FiducialParams(bead_diameter_nm=10.0) if beads else None,
             pixel_size_angstrom=pixel,
         )
@@ -60,7 +67,13 @@ def run(specimen: str, seed: int, beads: int, pixel: float) -> dict:
     return {
         "specimen": specimen,
         "seed": seed,
-        "method": result.method,
+        "method": result.method
+        + (
+            f"+matching x{result.projection_matching_iterations}"
+            if result.projection_matching_iterations
+            else ""
+        )
+        + (f"+pseudo-fiducials x{patch_fiducials}" if patch_fiducials and not beads else ""),
         "shift_rms_px": float(np.sqrt(np.mean(np.sum(error**2, axis=1)))),
         "axis_error_deg": float(result.tilt_axis_angle_deg - series.tilt_axis_angle_deg),
         "beads_used": result.fiducial.beads_used if result.fiducial else 0,
@@ -95,7 +108,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--pixel", type=float, default=8.0, help="A/px")
     parser.add_argument("--paths", nargs="+", default=["fiducial", "patch"])
+    parser.add_argument("--specimens", nargs="+", default=list(SPECIMENS))
     parser.add_argument("--signal", action="store_true", help="adjacent-tilt signal only")
+    parser.add_argument(
+        "--patch-fiducials", type=int, default=0, help="pseudo-fiducial rounds (patch path)"
+    )
     args = parser.parse_args()
     if args.signal:
         for specimen in SPECIMENS:
@@ -107,9 +124,10 @@ def main() -> None:
                 )
         return
     for path in args.paths:
-        for specimen in SPECIMENS:
+        for specimen in args.specimens:
             for seed in args.seeds:
-                row = run(specimen, seed, 25 if path == "fiducial" else 0, args.pixel)
+                beads = 25 if path == "fiducial" else 0
+                row = run(specimen, seed, beads, args.pixel, args.patch_fiducials)
                 if "error" in row:
                     print(f"| {path} | {specimen} | {seed} | failed: {row['error']} |", flush=True)
                     continue

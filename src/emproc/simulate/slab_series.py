@@ -5,8 +5,12 @@ projection code, so that the generator and the aligner cannot agree by construct
 
 - ``crowded``: a cytoplasm-like slab packed with Gaussian blobs (macromolecules of 2-8 nm)
   and filaments (chains of small blobs along random 3D lines);
-- ``sparse_carbon``: a thin sparse slab with a few blobs, next to a thick carbon film whose
-  edge crosses the field (the classic trap for correlation: a strong straight edge);
+- ``sparse_carbon``: a thin sparse slab with a few blobs, on a 12 nm amorphous carbon film
+  whose edge crosses the field (the classic trap for correlation: a strong straight edge).
+  The film's phase is sigma V0 t with the mean inner potential of amorphous carbon (0.84
+  rad through 12 nm at 300 kV), ~10x the blobs' phase per Angstrom, as in real images
+  where a carbon edge is the strongest feature; its zero-loss amplitude falls with the
+  inelastic mean free path;
 - either with gold beads (spheres; some on each surface of the slab, some placed outside the
   field perpendicular to the axis so they leave or enter at high tilt, some in touching pairs).
 
@@ -29,6 +33,13 @@ import numpy as np
 
 SPECIMENS = ("crowded", "sparse_carbon")
 PAD_PX = 24  # the CTF is applied on a padded field so it does not wrap
+PHASE_PER_DENSITY = 0.0008  # rad per (density x Angstrom) of blobs and gold
+# Amorphous carbon: phase = sigma V0 t, interaction constant sigma = 6.53e-4 rad/(V A) at
+# 300 kV, mean inner potential V0 ~ 10.7 V (electron holography of amorphous carbon films,
+# 9-11 V in the literature): 0.0070 rad/A, 0.84 rad through 12 nm. Its zero-loss amplitude
+# falls as exp(-t / 2000 A) (inelastic mean free path of carbon at 300 kV, energy-filtered).
+CARBON_PHASE_PER_ANGSTROM = 6.53e-4 * 10.7
+CARBON_INELASTIC_MFP_ANGSTROM = 2000.0
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,7 @@ def simulate_slab_series(params: SlabSeriesParams, seed: int) -> SlabSeries:
             "thickness": 120.0,
             "normal": (np.cos(direction), np.sin(direction)),
             "offset": rng.uniform(-0.3, 0.3) * field_half,
-            "density": 0.8,
+            "density": CARBON_PHASE_PER_ANGSTROM / PHASE_PER_DENSITY,
         }
     count = int(round(2 * params.max_tilt_deg / params.tilt_step_deg)) + 1
     angles = np.linspace(-params.max_tilt_deg, params.max_tilt_deg, count)
@@ -216,19 +227,21 @@ def simulate_slab_series(params: SlabSeriesParams, seed: int) -> SlabSeries:
                 density * sigma * np.sqrt(2 * np.pi) * np.outer(gauss_y, gauss_x)
             )
         gold = np.zeros_like(projection)
+        carbon_path = np.zeros_like(projection)
         if carbon is not None or len(beads):
             jitter = rng.normal(0.0, params.bead_jitter_px, size=(len(beads), 2))
-            hard, gold = _hard_objects(
+            hard, gold, carbon_path = _hard_objects(
                 rx, ry, beta, rotation, shifts[k], pixel, beads, bead_radius, carbon, jitter
             )
             projection += hard
-        phase = 0.0008 * projection  # rad per density x Angstrom
+        phase = PHASE_PER_DENSITY * projection
         phase += rng.normal(0.0, 0.25 / pixel / np.sqrt(np.cos(beta)), size=phase.shape)
         defocus = series_defocus + rng.normal(0.0, 1000.0)  # autofocus scatter per tilt
         spectrum = np.fft.rfft2(phase) * _ctf_filter(phase.shape, pixel, defocus)
         # gold scatters outside the objective aperture: amplitude contrast, ~50% transmission
         # through the middle of a 10 nm bead
-        intensity = (1.0 + 2.0 * np.fft.irfft2(spectrum, s=phase.shape)) * np.exp(-0.007 * gold)
+        absorption = np.exp(-0.007 * gold - carbon_path / CARBON_INELASTIC_MFP_ANGSTROM)
+        intensity = (1.0 + 2.0 * np.fft.irfft2(spectrum, s=phase.shape)) * absorption
         field_intensity = intensity[PAD_PX : PAD_PX + n, PAD_PX : PAD_PX + n]
         counts = rng.poisson(np.clip(field_intensity, 0.0, None) * electrons)
         images[k] = 1.0 - counts / counts.mean()
@@ -256,11 +269,12 @@ def _hard_objects(
     bead_radius: float,
     carbon: dict | None,
     jitter_px: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Projected density of the gold spheres and the carbon film, and the gold chord length
-    (A), 3x3 supersampled (their edges are sharp)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Projected density of the gold spheres and the carbon film, the gold chord length and
+    the path through carbon (A), 3x3 supersampled (their edges are sharp)."""
     total = np.zeros_like(rx)
     gold = np.zeros_like(rx)
+    carbon_path = np.zeros_like(rx)
     offsets = (np.arange(3) - 1) / 3.0
     inverse = rotation.T
     size = rx.shape[0]
@@ -270,7 +284,8 @@ def _hard_objects(
                 dx, dy = rx + ox - shift[0], ry + oy - shift[1]
                 ax = (inverse[0, 0] * dx + inverse[0, 1] * dy) * pixel
                 ay = (inverse[1, 0] * dx + inverse[1, 1] * dy) * pixel
-                total += carbon["density"] * _carbon_path(ax, ay, beta, carbon) / 9.0
+                carbon_path += _carbon_path(ax, ay, beta, carbon) / 9.0
+        total += carbon["density"] * carbon_path
     radius_px = bead_radius / pixel
     for (bx, by, bz), jitter in zip(beads, jitter_px, strict=True):
         aligned = np.array([bx * np.cos(beta) + bz * np.sin(beta), by]) / pixel
@@ -288,4 +303,4 @@ def _hard_objects(
                 chord += 2.0 * np.sqrt(np.clip(radius_px**2 - r2, 0.0, None)) * pixel / 9.0
         total[y0:y1, x0:x1] += 12.0 * chord  # gold: ~12x the density of protein
         gold[y0:y1, x0:x1] += chord
-    return total, gold
+    return total, gold, carbon_path

@@ -1,6 +1,8 @@
 """Tilt-series alignment: coarse cross-correlation with cosine stretching (as IMOD's
 tiltxcorr), the tilt-axis angle (`emproc.tomo.axis`), then patch tracking and a
-tiltalign-like least-squares fit of the projection model that refines the per-tilt shifts.
+tiltalign-like least-squares fit of the projection model that refines the per-tilt shifts,
+then projection matching (`emproc.tomo.projection_matching`, as AreTomo) against
+reprojections of the other tilts.
 
 All work happens at the alignment binning; results are returned in unbinned pixels.
 """
@@ -21,6 +23,8 @@ from emproc.tomo.fiducial import (
     align_with_fiducials,
 )
 from emproc.tomo.geometry import align_image, rotation_matrix, taper_mask
+from emproc.tomo.patch_fiducials import PatchFiducialParams, align_with_patch_fiducials
+from emproc.tomo.projection_matching import ProjectionMatchingParams, refine_shifts
 from emproc.tomo.stack import fourier_bin
 
 
@@ -45,6 +49,17 @@ class AlignmentParams:
     # (Fitting it in the patch-track model was 1-4 deg wrong: tracks drift tilt by tilt.)
     refine_axis: bool = True
     axis: AxisParams = field(default_factory=AxisParams)
+    # after the patch fit (no beads): leave-one-out projection matching, which removes the
+    # tilt-to-tilt scatter the patch tracks leave (crowded slab_series seed 1: 1.35 -> 0.63
+    # px rms); iterations 0 = off
+    projection_matching: ProjectionMatchingParams = field(default_factory=ProjectionMatchingParams)
+    # then patches as pseudo-fiducials (emproc.tomo.patch_fiducials), shifts fitted jointly
+    # to points located independently in every tilt. Off by default (iterations 0): on
+    # slab_series crowded seeds 1-7 it left 0.72-1.26 px against 0.63-1.41 px without it
+    # (docs/benchmarks.md), no better on the whole
+    patch_fiducials: PatchFiducialParams = field(
+        default_factory=lambda: PatchFiducialParams(iterations=0)
+    )
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class AlignmentResult:
     patches_used: int
     binning: int  # residuals are in pixels at this binning (1 for fiducial alignment)
     method: str = "patch_tracking"  # or "fiducial"
+    projection_matching_iterations: int = 0  # run after the patch fit (0: none)
     fallback_reason: str | None = None  # why fiducial alignment was not used, if asked for
     magnifications: np.ndarray | None = None  # per tilt (fiducial fit), None = all 1
     rotations_deg: np.ndarray | None = None  # per-tilt in-plane rotation added to the axis
@@ -319,10 +335,21 @@ def align_tilt_series(
     per_tilt = np.sqrt(np.nansum(squared, axis=0) / np.maximum(counts, 1))
     per_tilt[counts == 0] = np.nan  # a tilt no patch reached
     rms = float(np.sqrt(np.nanmean(np.sum(residual**2, axis=-1))))
+    raw_binned = shifts @ guess_rotation.T
+    matching = params.projection_matching
+    if matching.iterations > 0:
+        matched = refine_shifts(binned, angles_deg, axis_deg, raw_binned, matching)
+        raw_binned = _zero_tilt_gauge(matched.raw_shifts_px, angles_deg, axis_deg)
+    if params.patch_fiducials.iterations > 0:
+        pseudo = align_with_patch_fiducials(
+            binned, angles_deg, axis_deg, raw_binned, params.patch_fiducials
+        )
+        axis_deg = pseudo.tilt_axis_angle_deg
+        raw_binned = _zero_tilt_gauge(pseudo.raw_shifts_px, angles_deg, axis_deg)
     return AlignmentResult(
         angles_deg,
         axis_deg,
-        shifts @ guess_rotation.T * params.binning,
+        raw_binned * params.binning,
         coarse_raw,
         rms,
         per_tilt,
@@ -330,7 +357,20 @@ def align_tilt_series(
         params.binning,
         fallback_reason=fallback,
         residuals_px=residual,
+        projection_matching_iterations=matching.iterations,
     )
+
+
+def _zero_tilt_gauge(raw_shifts: np.ndarray, angles_deg: np.ndarray, axis_deg: float):
+    """Raw shifts moved by a specimen translation (x cos b, y in the axis frame) so the
+    tilt nearest 0 deg has none, the gauge the patch fit uses."""
+    beta = np.deg2rad(angles_deg)
+    start = _zero_tilt_index(angles_deg)
+    in_axis = raw_shifts @ rotation_matrix(-axis_deg).T
+    offset = in_axis[start]
+    in_axis[:, 0] -= offset[0] * np.cos(beta) / np.cos(beta[start])
+    in_axis[:, 1] -= offset[1]
+    return in_axis @ rotation_matrix(axis_deg).T
 
 
 def _fiducial_result(

@@ -69,6 +69,7 @@ def fit_projection_model(
     initial_shifts_px: np.ndarray | None = None,
     solve_magnification: bool = False,
     solve_rotation: bool = False,
+    solve_axis: bool = True,
     rejection_sigma: float = 4.0,
     min_observations: int = 5,
 ) -> ProjectionFit:
@@ -91,7 +92,14 @@ def fit_projection_model(
                 f"only {int(keep.sum())} beads with >= {min_observations} observations"
             )
         solved = _solve(
-            observed[keep], used[keep], angles, theta, shifts, solve_magnification, solve_rotation
+            observed[keep],
+            used[keep],
+            angles,
+            theta,
+            shifts,
+            solve_magnification,
+            solve_rotation,
+            solve_axis,
         )
         return keep, solved
 
@@ -138,7 +146,9 @@ def fit_projection_model(
     )
 
 
-def _solve(observed, used, angles, theta, shifts, solve_magnification, solve_rotation):
+def _solve(
+    observed, used, angles, theta, shifts, solve_magnification, solve_rotation, solve_axis=True
+):
     count, beads = len(angles), len(observed)
     reference = int(np.argmin(np.abs(angles)))
     beta = np.deg2rad(angles)
@@ -192,8 +202,9 @@ def _solve(observed, used, angles, theta, shifts, solve_magnification, solve_rot
         rows_y = rows_x + 1
         rotated = predicted - _shift_of(vector)
         d_angle = rotated @ _J.T  # J (m R p)
-        jac[rows_x, 0] = d_angle[:, 0]
-        jac[rows_y, 0] = d_angle[:, 1]
+        if solve_axis:  # else the column stays 0 and the axis at its guess
+            jac[rows_x, 0] = d_angle[:, 0]
+            jac[rows_y, 0] = d_angle[:, 1]
         k = tilt_index
         has = column_of_tilt[k] >= 0
         columns = 1 + 2 * column_of_tilt[k[has]]
