@@ -242,9 +242,38 @@ def command_watch(args: argparse.Namespace) -> int:
         batch_wait_s=args.batch_wait,
     )
 
+    workflow_processes: list[int] = []
+
     def run_workflow(manifest: Path) -> int:
         overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
-        return run_session(with_config_overrides(command, overrides), output_dir)
+        return run_session(
+            with_config_overrides(command, overrides), output_dir, workflow_processes.append
+        )
+
+    def interrupt_workflow() -> None:
+        # the live watcher runs the workflow in the background: Ctrl-C stops it too
+        if workflow_processes:
+            try:
+                os.kill(workflow_processes[-1], signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    live = None
+    if config["processing"]["live_worker"] and not args.no_live_worker:
+        from emproc.config import write_config
+        from emproc.live_worker import LiveWorker
+        from emproc.watch import WATCH_DIR
+
+        state_dir = output_dir / WATCH_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        live_config = state_dir / "live_config.yaml"
+        write_config(config, live_config)
+        live = LiveWorker(live_config, output_dir, state_dir / "live_worker.log")
+        print(
+            "emproc watch: a live worker processes each movie as it completes "
+            f"(log: {state_dir / 'live_worker.log'})",
+            file=sys.stderr,
+        )
 
     def release_stale_snakemake_lock() -> None:
         # A watcher killed with its Snakemake leaves Snakemake's lock behind; this runs once
@@ -268,6 +297,8 @@ def command_watch(args: argparse.Namespace) -> int:
             sleep=waker.sleep,
             on_start=release_stale_snakemake_lock,
             renamed=waker.take_renamed,
+            live=live,
+            interrupt_workflow=interrupt_workflow,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)
@@ -327,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 (default): hand each stable movie to the workflow as soon as it is free "
         "(movies that arrive during a run go together after it); >0: hand over whole chunks "
         "(processing.movies_per_job) and a remainder once its oldest waited this long, s",
+    )
+    watch.add_argument(
+        "--no-live-worker",
+        action="store_true",
+        help="every movie waits for a workflow run (config processing.live_worker: false)",
     )
     # unknown arguments go to snakemake (main() collects them)
     watch.set_defaults(handler=command_watch, snakemake_args=[])
