@@ -237,8 +237,10 @@ def run_chunk_stage(
     output_dir: str | Path,
     step: MovieStep,
     manifest: str | Path,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run `step(movie, outputs)` for each member, then write the chunk's stage manifest.
+    """Run `step(movie, outputs)` for each member, then write the chunk's stage manifest
+    (with `extra`'s keys added).
 
     Each movie logs to `logs/<stage>/<movie>.log`; a movie that fails gets a failure record
     (`emproc.failures`, naming its chunk so a retry can rerun it) and is listed under
@@ -284,6 +286,7 @@ def run_chunk_stage(
         "failed": failed,
         "seconds": round(time.perf_counter() - started, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     write_json_atomic(manifest, record)
     return record

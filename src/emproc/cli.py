@@ -167,14 +167,29 @@ def command_run(args: argparse.Namespace) -> int:
         removed = remove_stale_temporaries(output_dir)
         if removed:
             print(f"emproc: removed {removed} temporary file(s) of killed writes", file=sys.stderr)
+        rerun = _stale_live_chunks(output_dir, config)
         if args.retry_failed:
             # the chunk stages that recorded the failures run again (Snakemake --forcerun)
-            rerun = retry_targets(output_dir)
+            rerun += retry_targets(output_dir)
             retried = clear_all_failures(output_dir)
             print(f"emproc: retrying {retried} failed movies", file=sys.stderr)
-            if rerun:
-                command += ["--forcerun", *rerun]
+        if rerun:
+            command += ["--forcerun", *sorted(set(rerun))]
         return run_session(command, output_dir, on_spawn=lock.add_process)
+
+
+def _stale_live_chunks(output_dir: Path, config: dict) -> list[str]:
+    """Chunk stages the live worker ran with parameters that have changed since."""
+    from emproc.live import stale_live_manifests
+
+    stale = stale_live_manifests(output_dir, config)
+    if stale:
+        print(
+            f"emproc: {len(stale)} chunk stage(s) of emproc watch's live worker ran with other "
+            "parameters: running them again",
+            file=sys.stderr,
+        )
+    return stale
 
 
 def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[str]:
@@ -243,12 +258,16 @@ def command_watch(args: argparse.Namespace) -> int:
     )
 
     workflow_processes: list[int] = []
+    # the live worker's chunks run with other parameters: the first run redoes them
+    forcerun = _stale_live_chunks(output_dir, config)
 
     def run_workflow(manifest: Path) -> int:
         overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
-        return run_session(
-            with_config_overrides(command, overrides), output_dir, workflow_processes.append
-        )
+        run_command = with_config_overrides(command, overrides)
+        if forcerun:
+            run_command += ["--forcerun", *forcerun]
+            forcerun.clear()
+        return run_session(run_command, output_dir, workflow_processes.append)
 
     def interrupt_workflow() -> None:
         # the live watcher runs the workflow in the background: Ctrl-C stops it too

@@ -37,6 +37,48 @@ from emproc.chunks import (
 log = logging.getLogger(__name__)
 
 
+# The config sections each stage's rule passes as `params` (rules/spa.smk, particles.smk).
+# Snakemake reruns a job whose params changed only from the metadata it recorded when it
+# ran the job; it has none for the worker's chunks, so the worker records a digest of them
+# in each manifest and `emproc run`/`watch` force the stale ones (`stale_live_manifests`).
+STAGE_PARAMS = {
+    "import": ("microscope",),
+    "motion": ("motion",),
+    "ctf": ("ctf",),
+    "pick": ("picking",),
+    "extract": ("extraction",),
+}
+PARAMS_KEY = "live_params"
+
+
+def stage_params_digest(stage: str, config: Mapping[str, Any]) -> str:
+    import hashlib
+    import json
+
+    sections = {key: config.get(key) for key in STAGE_PARAMS[stage]}
+    text = json.dumps(sections, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stale_live_manifests(output_dir: str | Path, config: Mapping[str, Any]) -> list[str]:
+    """The live worker's chunk manifests (as the workflow names them) whose stage
+    parameters differ from `config`'s: `--forcerun` them, as Snakemake would rerun its own."""
+    prefix = str(output_dir).rstrip("/")
+    digests = {stage: stage_params_digest(stage, config) for stage in STAGES}
+    stale = []
+    for path in sorted(Path(output_dir, CHUNKS_DIR).glob("*/*.json")):
+        stage = path.stem
+        if stage not in digests:
+            continue  # the claim
+        try:
+            recorded = read_manifest(path).get(PARAMS_KEY)
+        except (OSError, ValueError):
+            continue
+        if recorded is not None and recorded != digests[stage]:
+            stale.append(f"{prefix}/{CHUNKS_DIR}/{path.parent.name}/{path.name}")
+    return stale
+
+
 def _epu_xml(movie_path: Path) -> str | None:
     from emproc.io.epu import EpuNameError, epu_metadata_path
 
@@ -75,8 +117,9 @@ def run_movie_stages(
             members = [movie] if not upstream else stage_members(upstream)
             started = time.perf_counter()
             record = run_chunk_stage(
-                stage, chunk, members, output_dir, stage_step(stage, context), manifest
-            )
+                stage, chunk, members, output_dir, stage_step(stage, context), manifest,
+                {PARAMS_KEY: stage_params_digest(stage, config)},
+            )  # fmt: skip
             seconds[stage] = round(time.perf_counter() - started, 3)
         if movie in record.get("failed", {}):
             failed[stage] = record["failed"][movie]
