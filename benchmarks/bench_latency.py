@@ -274,8 +274,22 @@ def run_watch(
         "live_worker": live_worker,
         "live_worker_movies": len(live_seconds),
         "live_worker_median_s": statistics.median(live_seconds) if live_seconds else None,
+        "live_worker_step_median_s": live_step_medians(log_lines),
         "other_processes_cores": others,
     }
+
+
+def live_step_medians(log_lines: list[str]) -> dict[str, float]:
+    """Median seconds of each live-worker step ('done in T s (import a, motion b, ...)')."""
+    steps: dict[str, list[float]] = {}
+    for line in log_lines:
+        if not line.startswith("emproc watch: live: ") or " s (" not in line:
+            continue
+        for item in line.rsplit(" s (", 1)[1].rstrip(")").split(", "):
+            if " " in item:
+                name, value = item.rsplit(" ", 1)
+                steps.setdefault(name, []).append(float(value))
+    return {name: statistics.median(values) for name, values in steps.items()}
 
 
 def run_batch(root: Path, staging: Path, config: dict) -> dict[str, Any]:

@@ -202,9 +202,16 @@ def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[
     return [*command, "--config", *pairs]
 
 
-def _call(command: Sequence[str], on_spawn: Callable[[int], None] | None = None) -> int:
-    """Run Snakemake; Ctrl-C (also when only we received it) stops it cleanly."""
-    process = subprocess.Popen(list(command), env=os.environ.copy())
+def _call(
+    command: Sequence[str], on_spawn: Callable[[int], None] | None = None, niceness: int = 0
+) -> int:
+    """Run Snakemake (`niceness` added to its priority); Ctrl-C (also when only we received
+    it) stops it cleanly."""
+    process = subprocess.Popen(
+        list(command),
+        env=os.environ.copy(),
+        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+    )
     if on_spawn is not None:
         on_spawn(process.pid)
     try:
@@ -219,10 +226,11 @@ def run_session(
     command: Sequence[str],
     output_dir: str | Path,
     on_spawn: Callable[[int], None] | None = None,
+    niceness: int = 0,
 ) -> int:
     """Run the workflow and say how many movies failed (they never block the others)."""
     print("emproc: running " + " ".join(command), file=sys.stderr)
-    returncode = _call(command, on_spawn)
+    returncode = _call(command, on_spawn, niceness)
     failures = failure_records(output_dir)
     if failures:
         print(
@@ -236,6 +244,10 @@ def run_session(
             file=sys.stderr,
         )
     return returncode
+
+
+# the workflow's priority below the live worker's (nice(1) steps; jobs inherit it)
+BACKGROUND_NICENESS = 5
 
 
 def command_watch(args: argparse.Namespace) -> int:
@@ -267,7 +279,10 @@ def command_watch(args: argparse.Namespace) -> int:
         if forcerun:
             run_command += ["--forcerun", *forcerun]
             forcerun.clear()
-        return run_session(run_command, output_dir, workflow_processes.append)
+        # with the live worker, the workflow runs in the background at a lower priority:
+        # on a busy machine the movie at hand (feedback) goes first, the aggregates after
+        niceness = BACKGROUND_NICENESS if live is not None else 0
+        return run_session(run_command, output_dir, workflow_processes.append, niceness)
 
     def interrupt_workflow() -> None:
         # the live watcher runs the workflow in the background: Ctrl-C stops it too

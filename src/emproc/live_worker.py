@@ -167,8 +167,10 @@ class LiveWorker:
                     self.crashes += 1
             results.append(answer)
 
-    def close(self) -> None:
-        if self.process is None:
+    def close(self, timeout_s: float = 600.0) -> None:
+        """Let the child finish the movie at hand (up to `timeout_s`), then stop it. Killing
+        it is safe (every output is atomic; an unfinished stage is redone on restart)."""
+        if self.process is None or self.process.poll() is not None:
             return
         if self.process.stdin is not None:
             try:
@@ -176,7 +178,7 @@ class LiveWorker:
             except OSError:
                 pass
         try:
-            self.process.wait(timeout=600)
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

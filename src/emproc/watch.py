@@ -307,7 +307,7 @@ class LiveHandle(Protocol):
 
     def results(self) -> list[dict[str, Any]]: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float = 600.0) -> None: ...
 
 
 # a worker that dies on this many movies in a row is given up: the workflow does the rest
@@ -422,8 +422,10 @@ def _watch_live(
                     stage, error = next(iter(result["failed"].items()))
                     log(f"emproc watch: live: {result['movie']} failed at {stage}: {error}")
                 else:
-                    log(f"emproc watch: live: {result['movie']} done in "
-                        f"{result.get('seconds', {}).get('total', 0):.1f} s")  # fmt: skip
+                    seconds = dict(result.get("seconds", {}))
+                    total = seconds.pop("total", 0.0)
+                    steps = ", ".join(f"{step} {value:.1f}" for step, value in seconds.items())
+                    log(f"emproc watch: live: {result['movie']} done in {total:.1f} s ({steps})")
             if use_worker and live.crashes >= MAX_LIVE_CRASHES:
                 use_worker = False
                 log(f"emproc watch: the live worker died on {live.crashes} movies in a row; "
@@ -487,6 +489,7 @@ def _watch_live(
         if "thread" in run and run["thread"].is_alive():
             interrupt_workflow()
             run["thread"].join()
+        live.close(timeout_s=5.0)  # the movie at hand is redone from its unfinished stage
         raise
 
 
