@@ -207,11 +207,10 @@ def _call(
 ) -> int:
     """Run Snakemake (`niceness` added to its priority); Ctrl-C (also when only we received
     it) stops it cleanly."""
-    process = subprocess.Popen(
-        list(command),
-        env=os.environ.copy(),
-        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
-    )
+    # nice(1) execs Snakemake in its own process (same pid); no preexec_fn, which is unsafe
+    # in a process with threads (the watcher has some)
+    prefix = ["nice", "-n", str(niceness)] if niceness else []
+    process = subprocess.Popen([*prefix, *command], env=os.environ.copy())
     if on_spawn is not None:
         on_spawn(process.pid)
     try:

@@ -7,7 +7,7 @@ takes only the worker down, and the watcher hands that movie to the workflow and
 new worker. The child dies with the watcher (PR_SET_PDEATHSIG), so a killed watcher leaves
 no worker writing behind a restarted one.
 
-    python -m emproc.live_worker CONFIG OUTPUT_DIR    (started by LiveWorker)
+    python -m emproc.live_worker CONFIG OUTPUT_DIR WATCHER_PID    (started by LiveWorker)
 """
 
 from __future__ import annotations
@@ -33,14 +33,17 @@ class LiveJob:
     chunk: str  # its claimed chunk (emproc.chunks.claim_chunk)
 
 
-def _die_with_parent() -> None:
-    # Linux: SIGKILL this child when the watcher that started it dies
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when the watcher that started it dies (set here, after
+    exec: a preexec_fn is unsafe in the watcher, which has threads)."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent_pid:  # the watcher died before the line above
+        sys.exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the watcher closes our stdin
 
 
@@ -97,13 +100,13 @@ class LiveWorker:
                 "emproc.live_worker",
                 str(self.config_path),
                 str(self.output_dir),
+                str(os.getpid()),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             bufsize=1,
-            preexec_fn=_die_with_parent,
             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
         )
         log.close()
@@ -185,8 +188,8 @@ class LiveWorker:
 
 
 def main() -> None:
-    _die_with_parent()
-    config_path, output_dir = sys.argv[1:3]
+    config_path, output_dir, parent_pid = sys.argv[1:4]
+    _die_with_parent(int(parent_pid))
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything printed goes to the log, never into the answers
     sys.stdout = sys.stderr
