@@ -180,6 +180,13 @@ def movies_to_hand_over(
     return pending - pending % max(settings.batch_size, 1)
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 def _acquire_lock(lock_path: Path) -> None:
     """One watcher per output dir; a lock left by a killed watcher is taken over."""
     if lock_path.exists():
@@ -404,6 +411,8 @@ def _watch_live(
                 except ValueError:
                     continue
             new = tracker.ready(candidates, moved_in)
+            # oldest first (a scan lists by path): the worker takes them in acquisition order
+            new.sort(key=lambda path: _mtime_ns(session_dir / path))
             if new:
                 if not pending:
                     pending_since = clock()
