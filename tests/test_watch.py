@@ -391,9 +391,15 @@ def test_live_worker_takes_each_movie_first_and_a_backlog_goes_to_the_workflow(t
             _movie(session, 2, 9)  # arrives when all is quiet: straight to the worker
 
     settings = WatchSettings(interval_s=1, idle_timeout_s=30, stable_seconds=0, batch_size=2)
-    assert (
-        watch_session(session, GLOB, output, run_workflow, settings, clock, sleep, live=live) == 0
-    )
+    low_priority: list[bool] = []
+    returncode = watch_session(
+        session, GLOB, output, run_workflow, settings, clock, sleep, live=live,
+        workflow_priority=low_priority.append,
+    )  # fmt: skip
+    assert returncode == 0
+    # a run with per-movie work (the backlog) at normal priority; one with only the
+    # worker's finished movies (aggregates, report) at low priority
+    assert low_priority[0] is False and low_priority[-1] is True
     manifest = read_manifest(output / ".emproc-watch" / "ready_movies.txt")
     assert len(manifest) == len(set(manifest)) == 5  # every movie handed over exactly once
     worker_movies = [job.movie for job in live.jobs]

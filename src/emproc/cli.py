@@ -278,10 +278,15 @@ def command_watch(args: argparse.Namespace) -> int:
         if forcerun:
             run_command += ["--forcerun", *forcerun]
             forcerun.clear()
-        # with the live worker, the workflow runs in the background at a lower priority:
-        # on a busy machine the movie at hand (feedback) goes first, the aggregates after
-        niceness = BACKGROUND_NICENESS if live is not None else 0
-        return run_session(run_command, output_dir, workflow_processes.append, niceness)
+        return run_session(run_command, output_dir, workflow_processes.append, priority["niceness"])
+
+    # With the live worker, a workflow run that only has aggregates and the report to do
+    # runs at a lower priority: on a busy machine the movie at hand (feedback) goes first.
+    # A run with per-movie work (a backlog) runs at normal priority: throughput.
+    priority = {"niceness": 0}
+
+    def workflow_priority(low: bool) -> None:
+        priority["niceness"] = BACKGROUND_NICENESS if low else 0
 
     def interrupt_workflow() -> None:
         # the live watcher runs the workflow in the background: Ctrl-C stops it too
@@ -332,6 +337,7 @@ def command_watch(args: argparse.Namespace) -> int:
             renamed=waker.take_renamed,
             live=live,
             interrupt_workflow=interrupt_workflow,
+            workflow_priority=workflow_priority,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)

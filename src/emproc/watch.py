@@ -214,6 +214,7 @@ def watch_session(
     renamed: Callable[[], Iterable[Path]] = lambda: (),
     live: LiveHandle | None = None,
     interrupt_workflow: Callable[[], None] = lambda: None,
+    workflow_priority: Callable[[bool], None] = lambda low: None,
 ) -> int:
     """Scan, promote stable movies to the manifest, run the workflow; until idle.
 
@@ -234,6 +235,7 @@ def watch_session(
             return _watch_live(
                 session_dir, movie_glob, output_dir, run_workflow, settings, clock, sleep,
                 log, on_start, renamed, live, output_lock.add_process, interrupt_workflow,
+                workflow_priority,
             )  # fmt: skip
         finally:
             live.close()
@@ -337,6 +339,7 @@ def _watch_live(
     live: LiveHandle,
     add_process: Callable[[int], None],
     interrupt_workflow: Callable[[], None],
+    workflow_priority: Callable[[bool], None],
 ) -> int:
     """The watch loop with a live worker.
 
@@ -378,6 +381,9 @@ def _watch_live(
     for_workflow: list[str] = []  # to append to the manifest at the next run
     run: dict[str, Any] = {}  # the background workflow run: thread, returncode
     use_worker = True
+    # whether the next workflow run has per-movie work (a backlog, a crashed movie); a run
+    # without any (aggregates, report) runs at low priority: the worker's movie goes first
+    movie_work = False
 
     assigned = {movie: chunk for chunk, members in ledger.items() for movie in members}
 
@@ -425,6 +431,7 @@ def _watch_live(
                     continue
                 for_workflow.append(relative)
                 if result.get("crashed"):
+                    movie_work = True
                     log(f"emproc watch: live worker: {result['movie']}: {result['crashed']}; "
                         "the workflow processes it")  # fmt: skip
                 elif result.get("failed"):
@@ -468,6 +475,7 @@ def _watch_live(
                     for start in range(0, len(handed), size):
                         claim(handed[start : start + size])
                     for_workflow.extend(handed)
+                    movie_work = True
                 if for_workflow:
                     append_to_manifest(manifest, for_workflow)
                     known.update(for_workflow)
@@ -476,6 +484,8 @@ def _watch_live(
                     run_needed = True
                 if run_needed and known:
                     run_needed = False
+                    workflow_priority(not movie_work)
+                    movie_work = False
                     run["thread"] = threading.Thread(target=run_in_background, daemon=True)
                     run["thread"].start()
                     running = True
