@@ -382,8 +382,9 @@ def _watch_live(
     run: dict[str, Any] = {}  # the background workflow run: thread, returncode
     use_worker = True
     # whether the next workflow run has per-movie work (a backlog, a crashed movie); a run
-    # without any (aggregates, report) runs at low priority: the worker's movie goes first
-    movie_work = False
+    # without any (aggregates, report) runs at low priority: the worker's movie goes first.
+    # The first run may complete per-movie work an earlier (killed) watcher left.
+    movie_work = True
 
     assigned = {movie: chunk for chunk, members in ledger.items() for movie in members}
 
