@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_latency.py light      [--movies 8]  [--every 60]
     .venv/bin/python benchmarks/bench_latency.py overload   [--movies 30] [--every 3]
     .venv/bin/python benchmarks/bench_latency.py warm       # per-movie work in one warm process
+    .venv/bin/python benchmarks/bench_latency.py all --json latency.json   # the three, ~15 min
     options: [--size 1024] [--frames 24] [--stable-seconds 2] [--json out.json] [--keep DIR]
+             [--no-live-worker] (watch as before the live worker, for comparison)
 
 A simulated EPU session (bench_throughput.simulate_session: K3-like TIFF, no gain) is
 written to a staging directory first (not timed). `emproc watch` then watches an empty
@@ -12,8 +14,11 @@ atomically as a transfer tool does (EPU XML first, then the movie under a hidden
 renamed into place): a movie is *complete* at its rename. A poller (every 0.25 s) reads the
 embedded ISPyB database (`ispyb.sqlite`) for the movie's Movie, MotionCorrection, CTF and
 ParticlePicker rows (the time of the first poll that sees them: Movie.createdTimeStamp is
-the acquisition time since the PATo change, not the insert time) and the report's mtime. A movie's latency is from its rename to the first report written after its rows were
-inserted (the report rule runs after the ingest, in the same workflow run).
+the acquisition time since the PATo change, not the insert time), the full report's mtime and
+the live page's rows (`report/live_movies.json`, written by the live worker after its
+ingest). A movie's latency is from its rename to the earlier of: the first poll that sees
+both its rows and its live-page row, or the first full report written after its rows were
+seen (the report rule runs after the ingest, in the same workflow run).
 
 `overload` also runs a batch `emproc run` over the same movies (all present, fresh output
 directory) and reports watch throughput (movies / (last done - first complete)) against the
@@ -73,10 +78,14 @@ class ResultPoller:
 
     def __init__(self, output_dir: Path, period_s: float = 0.25) -> None:
         self.database = output_dir / "ispyb.sqlite"
-        self.report = output_dir / "report" / "index.html"
+        # the full report (each workflow run) and the live page (the live worker, per movie)
+        self.pages = [output_dir / "report" / "index.html", output_dir / "report" / "live.html"]
         self.period_s = period_s
         self.in_ispyb: dict[str, float] = {}
-        self.reports: list[float] = []  # wall times at which a new report was seen
+        self.reports: list[float] = []  # wall times at which a new report or page was seen
+        self._mtimes: dict[Path, float] = {}
+        self.live_data = output_dir / "report" / "live_movies.json"
+        self.in_live_page: dict[str, float] = {}  # movie id -> first poll that saw its row
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -89,12 +98,21 @@ class ResultPoller:
 
     def _poll(self) -> None:
         now = time.time()
+        for page in self.pages:
+            try:
+                mtime = page.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime > self._mtimes.get(page, 0.0):
+                self._mtimes[page] = mtime
+                self.reports.append(mtime)
+        self.reports.sort()
         try:
-            mtime = self.report.stat().st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime is not None and (not self.reports or mtime > self.reports[-1]):
-            self.reports.append(mtime)
+            live_rows = json.loads(self.live_data.read_text())["movies"]
+        except (OSError, ValueError, KeyError):
+            live_rows = []
+        for row in live_rows:
+            self.in_live_page.setdefault(str(row.get("movie_name")), now)
         if not self.database.is_file():
             return
         try:
@@ -116,14 +134,22 @@ class ResultPoller:
             self._stop.wait(self.period_s)
         self._poll()
 
-    def done_at(self, movie: str) -> float | None:
-        """When the movie was in ISPyB and a report written after that existed."""
+    def done_at(self, movie: str, movie_name: str | None = None) -> float | None:
+        """When the movie was in ISPyB and a report (or live page) written after its rows
+        were inserted existed. Both writers (the workflow's report rule, the live worker's
+        page) write after their ingest, so a page written after the rows were first seen
+        shows the movie; a poll can see the rows up to a period after the insert, so a page
+        written in that period is missed and the next one counts (pessimistic)."""
         inserted = self.in_ispyb.get(movie)
         if inserted is None:
             return None
-        # the report rule runs after the ingest in the same workflow run
         later = [mtime for mtime in self.reports if mtime >= inserted]
-        return later[0] if later else None
+        full_report = later[0] if later else None
+        # the live page (live worker): the first poll that saw both its row and the rows
+        live = self.in_live_page.get(movie_name) if movie_name else None
+        live = None if live is None else max(live, inserted)
+        candidates = [t for t in (full_report, live) if t is not None]
+        return min(candidates) if candidates else None
 
 
 def stage(root: Path, movies: int, size: int, frames: int) -> tuple[Path, list[Path], dict]:
@@ -162,6 +188,7 @@ def run_watch(
     config: dict,
     every_s: float,
     stable_seconds: float,
+    live_worker: bool = True,
 ) -> dict[str, Any]:
     session, output = root / "session", root / "watch-out"
     session.mkdir()
@@ -173,6 +200,8 @@ def run_watch(
         "--max-interval", "30", "--stable-seconds", str(stable_seconds),
         "--idle-timeout", "3600",
     ]  # fmt: skip
+    if not live_worker:
+        command.append("--no-live-worker")
     poller = ResultPoller(output)
     busy, own, start = machine_busy_s(), own_cpu_s(), time.time()
     watcher = subprocess.Popen(
@@ -185,6 +214,7 @@ def run_watch(
     )
     poller.start()
     completed: dict[str, float] = {}
+    names: dict[str, str] = {}  # resolved path -> movie id (the live page's movie_name)
     try:
         while not (output / ".emproc-watch" / "lock").exists():  # the watcher is up
             if watcher.poll() is not None:
@@ -194,11 +224,11 @@ def run_watch(
         first = time.time()
         for index, movie in enumerate(movies):
             time.sleep(max(first + index * every_s - time.time(), 0))
-            completed[str((session / movie.relative_to(staging)).resolve())] = deliver(
-                staging, session, movie
-            )
+            key = str((session / movie.relative_to(staging)).resolve())
+            names[key] = str(movie.relative_to(staging).with_suffix(""))
+            completed[key] = deliver(staging, session, movie)
         deadline = time.time() + 600 + 60 * len(movies)
-        while any(poller.done_at(movie) is None for movie in completed):
+        while any(poller.done_at(movie, names[movie]) is None for movie in completed):
             if time.time() > deadline or watcher.poll() is not None:
                 raise SystemExit(f"not all movies reached ISPyB; see {root / 'watch.log'}")
             time.sleep(1)
@@ -217,13 +247,19 @@ def run_watch(
         log.close()
     window = time.time() - start
     others = (machine_busy_s() - busy - (own_cpu_s() - own)) / window
-    latencies = {movie: poller.done_at(movie) - at for movie, at in completed.items()}
-    done = [poller.done_at(movie) for movie in completed]
+    latencies = {m: poller.done_at(m, names[m]) - at for m, at in completed.items()}
+    done = [poller.done_at(movie, names[movie]) for movie in completed]
     span = max(done) - min(completed.values())
+    log_lines = (root / "watch.log").read_text().splitlines()
     hand_overs = [
         int(line.split()[2])
-        for line in (root / "watch.log").read_text().splitlines()
+        for line in log_lines
         if line.startswith("emproc watch:") and "new movie(s)" in line
+    ]
+    live_seconds = [
+        float(line.rsplit(" done in ", 1)[1].split()[0])
+        for line in log_lines
+        if line.startswith("emproc watch: live: ") and " done in " in line
     ]
     return {
         "movies": len(movies),
@@ -235,8 +271,25 @@ def run_watch(
         "max_s": max(latencies.values()),
         "movies_per_hour": len(movies) * 3600 / span,
         "hand_overs": hand_overs,
+        "live_worker": live_worker,
+        "live_worker_movies": len(live_seconds),
+        "live_worker_median_s": statistics.median(live_seconds) if live_seconds else None,
+        "live_worker_step_median_s": live_step_medians(log_lines),
         "other_processes_cores": others,
     }
+
+
+def live_step_medians(log_lines: list[str]) -> dict[str, float]:
+    """Median seconds of each live-worker step ('done in T s (import a, motion b, ...)')."""
+    steps: dict[str, list[float]] = {}
+    for line in log_lines:
+        if not line.startswith("emproc watch: live: ") or " s (" not in line:
+            continue
+        for item in line.rsplit(" s (", 1)[1].rstrip(")").split(", "):
+            if " " in item:
+                name, value = item.rsplit(" ", 1)
+                steps.setdefault(name, []).append(float(value))
+    return {name: statistics.median(values) for name, values in steps.items()}
 
 
 def run_batch(root: Path, staging: Path, config: dict) -> dict[str, Any]:
@@ -272,39 +325,63 @@ def run_warm(root: Path, staging: Path, movies: list[Path], config: dict) -> dic
     return {"movie_s": seconds, "warm_median_s": statistics.median(warm)}
 
 
+def run_phase(
+    phase: str, root: Path, movies: int, every: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    staging, movie_paths, config = stage(root, movies, args.size, args.frames)
+    result: dict[str, Any] = {"phase": phase, "size": args.size, "frames": args.frames}
+    result["load_average_before"] = os.getloadavg()
+    if phase == "warm":
+        result |= run_warm(root, staging, movie_paths, config)
+    else:
+        live = not args.no_live_worker
+        result |= run_watch(root, staging, movie_paths, config, every, args.stable_seconds, live)
+    if phase == "overload":
+        result["batch"] = run_batch(root, staging, config)
+        result["throughput_vs_batch"] = (
+            result["movies_per_hour"] / result["batch"]["movies_per_hour"]
+        )
+    result["load_average_after"] = os.getloadavg()
+    return result
+
+
+DEFAULTS = {"light": (8, 60.0), "overload": (30, 3.0), "warm": (4, 0.0)}
+# `all`: the three phases in one go, sized to finish in ~15 min on the 2-core VM
+ALL_PHASES = (("warm", 4, 0.0), ("light", 6, 60.0), ("overload", 18, 3.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["light", "overload", "warm"])
+    parser.add_argument("phase", choices=["light", "overload", "warm", "all"])
     parser.add_argument("--movies", type=int, default=None)
     parser.add_argument("--every", type=float, default=None, help="seconds between movies")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--stable-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--no-live-worker", action="store_true", help="watch without the live worker"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     args = parser.parse_args()
-    defaults = {"light": (8, 60.0), "overload": (30, 3.0), "warm": (4, 0.0)}[args.phase]
-    movies = args.movies or defaults[0]
-    every = args.every if args.every is not None else defaults[1]
+    if args.phase == "all":
+        phases = ALL_PHASES
+    else:
+        movies, every = DEFAULTS[args.phase]
+        movies = args.movies or movies
+        every = args.every if args.every is not None else every
+        phases = ((args.phase, movies, every),)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = []
     with tempfile.TemporaryDirectory() as directory:
-        root = args.keep or Path(directory)
-        root.mkdir(parents=True, exist_ok=True)
-        staging, movie_paths, config = stage(root, movies, args.size, args.frames)
-        result: dict[str, Any] = {"phase": args.phase, "size": args.size, "frames": args.frames}
-        if args.phase == "warm":
-            result |= run_warm(root, staging, movie_paths, config)
-        else:
-            result |= run_watch(root, staging, movie_paths, config, every, args.stable_seconds)
-        if args.phase == "overload":
-            result["batch"] = run_batch(root, staging, config)
-            result["throughput_vs_batch"] = (
-                result["movies_per_hour"] / result["batch"]["movies_per_hour"]
-            )
-        result["load_average"] = os.getloadavg()
-        print(json.dumps(result, indent=1))
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
+        for phase, movies, every in phases:
+            root = (args.keep or Path(directory)) / phase
+            root.mkdir(parents=True, exist_ok=True)
+            result = run_phase(phase, root, movies, every, args)
+            print(json.dumps(result, indent=1), flush=True)
+            results.append(result)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

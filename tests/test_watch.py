@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from emproc.chunks import read_ledger
 from emproc.cli import with_config_overrides
 from emproc.watch import (
     IncrementalScanner,
@@ -339,3 +340,84 @@ def test_the_waker_reports_files_renamed_into_place_not_files_written_in_place(t
         assert renamed in reported and in_place not in reported
     finally:
         waker.close()
+
+
+class FakeLiveWorker:
+    """Finishes a movie when the watcher next looks; crashes on the movies named."""
+
+    def __init__(self, crash_on: set[str] = frozenset()) -> None:
+        self.crash_on, self.crashes = crash_on, 0
+        self.jobs: list = []
+        self._answer: dict | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self._answer is None
+
+    def start(self) -> int:
+        return os.getpid()
+
+    def submit(self, job) -> None:  # noqa: ANN001
+        self.jobs.append(job)
+        crashed = any(name in job.movie for name in self.crash_on)
+        self._answer = {"movie": job.movie, "chunk": job.chunk, "failed": {}}
+        if crashed:
+            self._answer["crashed"] = "the live worker exited with status -9"
+
+    def results(self) -> list[dict]:
+        answer, self._answer = self._answer, None
+        return [answer] if answer else []
+
+    def close(self, timeout_s: float = 600.0) -> None:
+        pass
+
+
+def test_live_worker_takes_each_movie_first_and_a_backlog_goes_to_the_workflow(tmp_path):
+    session, output = tmp_path / "session", tmp_path / "processed"
+    session.mkdir()
+    for hole in range(1, 5):  # a backlog at the first scan
+        _movie(session, 1, hole)
+    clock = FakeClock()
+    runs: list[tuple[list[str], list[str]]] = []  # (manifest, movies the worker had by then)
+    live = FakeLiveWorker(crash_on={"FoilHole_2_"})
+
+    def run_workflow(manifest: Path) -> int:
+        runs.append((read_manifest(manifest), [job.movie for job in live.jobs]))
+        return 0
+
+    def sleep(seconds: float) -> None:
+        clock.now += max(seconds, 0.05)
+        if clock.now >= 20 and not (session / "Images-Disc1" / "GridSquare_2").exists():
+            _movie(session, 2, 9)  # arrives when all is quiet: straight to the worker
+
+    settings = WatchSettings(interval_s=1, idle_timeout_s=30, stable_seconds=0, batch_size=2)
+    low_priority: list[bool] = []
+    returncode = watch_session(
+        session, GLOB, output, run_workflow, settings, clock, sleep, live=live,
+        workflow_priority=low_priority.append,
+    )  # fmt: skip
+    assert returncode == 0
+    # a run with per-movie work (the backlog) at normal priority; one with only the
+    # worker's finished movies (aggregates, report) at low priority
+    assert low_priority[0] is False and low_priority[-1] is True
+    manifest = read_manifest(output / ".emproc-watch" / "ready_movies.txt")
+    assert len(manifest) == len(set(manifest)) == 5  # every movie handed over exactly once
+    worker_movies = [job.movie for job in live.jobs]
+    # the oldest movie went to the worker before any workflow run, and so did the late one
+    assert worker_movies[0].endswith("FoilHole_1_Data_1_1_20261129_120001_fractions")
+    assert worker_movies[-1].endswith("FoilHole_9_Data_1_1_20261129_120009_fractions")
+    late = next(m for m in manifest if "FoilHole_9_" in m)
+    # the late movie reached the workflow only after the worker had finished it
+    _, worker_had = next((listed, had) for listed, had in runs if late in listed)
+    assert late.removesuffix(".tiff") in worker_had
+    # the worker's crash on movie 2 handed it to the workflow; no movie was done twice
+    assert len(worker_movies) == len(set(worker_movies))
+    assert any("FoilHole_2_" in m for m in manifest)
+    # every movie has exactly one chunk, claimed before worker or workflow touched it
+    ledger = read_ledger(output)
+    members = [movie for chunk in ledger.values() for movie in chunk]
+    assert sorted(members) == sorted(m.removesuffix(".tiff") for m in manifest)
+    assert all(job.chunk in ledger and job.movie in ledger[job.chunk] for job in live.jobs)
+    # the backlog beyond the worker's next movie (3 and 4) went to the workflow as one chunk
+    assert sorted(len(chunk) for chunk in ledger.values()) == [1, 1, 1, 2]
+    assert not (output / ".emproc-watch" / "lock").exists()

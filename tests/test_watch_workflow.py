@@ -42,8 +42,17 @@ def _collect(staging: Path, session: Path, movies: list[Path]) -> None:
 
 
 def _motion_jobs(workdir: Path) -> dict[str, int]:
-    """How often each movie was motion-corrected: the motion_correct jobs in Snakemake's run
-    logs (one per chunk of movies), counted for each movie of the chunk."""
+    """How often each movie was motion-corrected: by the live worker (its log), and by the
+    motion_correct jobs in Snakemake's run logs (one per chunk of movies), counted for each
+    movie of the chunk."""
+    counts: dict[str, int] = {}
+    live_log = workdir / "processed" / ".emproc-watch" / "live_worker.log"
+    if live_log.is_file():
+        for line in live_log.read_text().splitlines():
+            message = line.split(" live INFO: ", 1)[-1]
+            if message.startswith("motion ") and message.endswith(" done"):
+                movie = message.removeprefix("motion ").removesuffix(" done")
+                counts[movie] = counts.get(movie, 0) + 1
     runs: dict[str, int] = {}
     for log in (workdir / ".snakemake" / "log").glob("*.snakemake.log"):
         rule = None
@@ -53,7 +62,6 @@ def _motion_jobs(workdir: Path) -> dict[str, int]:
             elif rule == "motion_correct" and line.strip().startswith("wildcards: chunk="):
                 chunk = line.split("chunk=", 1)[1].strip()
                 runs[chunk] = runs.get(chunk, 0) + 1
-    counts: dict[str, int] = {}
     for chunk, times in runs.items():
         manifest = workdir / "processed" / "Chunks" / chunk / "motion.json"
         for movie in json.loads(manifest.read_text())["members"]:

@@ -37,6 +37,15 @@ CHUNK_PATTERN = rf"\d{{{CHUNK_DIGITS}}}"  # the {chunk} wildcard
 # in workflow order; each works on the movies its upstream manifests (the rules' inputs) name
 STAGES = ("import", "motion", "ctf", "pick", "extract")
 
+# the stages whose manifests each stage reads (its rule's `upstream` inputs)
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "import": (),
+    "motion": ("import",),
+    "ctf": ("motion",),
+    "pick": ("motion",),
+    "extract": ("pick", "ctf"),
+}
+
 # Per-movie files of each stage, relative to the output directory ({movie} is the movie id)
 MOVIE_OUTPUTS: dict[str, dict[str, str]] = {
     "import": {"metadata": "Import/{movie}.json"},
@@ -76,6 +85,11 @@ LOG_DIRS = {
 }
 
 
+def manifest_path(output_dir: str | Path, chunk: str, stage: str) -> Path:
+    """`Chunks/<chunk>/<stage>.json`: the output of the stage's rule for the chunk."""
+    return Path(output_dir) / CHUNKS_DIR / chunk / f"{stage}.json"
+
+
 def chunk_id(number: int) -> str:
     return f"{number:0{CHUNK_DIGITS}d}"
 
@@ -94,9 +108,18 @@ def movie_glob(stage: str, role: str) -> str:
 
 
 def read_ledger(output_dir: str | Path) -> dict[str, list[str]]:
-    """`{chunk: members}` of every chunk whose import manifest exists (fixed membership)."""
+    """`{chunk: members}` of every chunk whose import manifest or claim exists (fixed
+    membership; the import manifest wins where both exist)."""
     ledger: dict[str, list[str]] = {}
-    for path in sorted((Path(output_dir) / CHUNKS_DIR).glob("*/import.json")):
+    chunks_dir = Path(output_dir) / CHUNKS_DIR
+    for path in sorted(chunks_dir.glob(f"*/{CLAIM_FILE}")):
+        try:
+            members = json.loads(path.read_text())["members"]
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable chunk claim %s", path)
+            continue
+        ledger[path.parent.name] = [str(movie) for movie in members]
+    for path in sorted(chunks_dir.glob("*/import.json")):
         try:
             members = read_manifest(path)["members"]
         except (OSError, ValueError, KeyError):
@@ -104,7 +127,33 @@ def read_ledger(output_dir: str | Path) -> dict[str, list[str]]:
             log.warning("ignoring unreadable chunk manifest %s", path)
             continue
         ledger[path.parent.name] = [str(movie) for movie in members]
-    return ledger
+    return dict(sorted(ledger.items()))
+
+
+# `emproc watch` with live processing assigns chunks itself, before any stage runs: a claim
+# fixes a chunk's number and members, so the live worker and a Snakemake run started
+# meanwhile never pick the same number (Snakemake reads claims as part of the ledger).
+CLAIM_FILE = "claim.json"
+
+
+def claim_chunk(
+    output_dir: str | Path, members: Sequence[str], ledger: dict[str, list[str]]
+) -> str:
+    """Claim the lowest chunk number not in `ledger` for `members`; return it.
+
+    `ledger` (read_ledger's, kept by the caller) gets the claim too. Only one process may
+    claim in an output directory (the watcher, under the output lock).
+    """
+    number = 1
+    while chunk_id(number) in ledger:
+        number += 1
+    chunk = chunk_id(number)
+    write_json_atomic(
+        Path(output_dir) / CHUNKS_DIR / chunk / CLAIM_FILE,
+        {"chunk": chunk, "members": list(members)},
+    )
+    ledger[chunk] = list(members)
+    return chunk
 
 
 def assign_chunks(
@@ -188,8 +237,10 @@ def run_chunk_stage(
     output_dir: str | Path,
     step: MovieStep,
     manifest: str | Path,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run `step(movie, outputs)` for each member, then write the chunk's stage manifest.
+    """Run `step(movie, outputs)` for each member, then write the chunk's stage manifest
+    (with `extra`'s keys added).
 
     Each movie logs to `logs/<stage>/<movie>.log`; a movie that fails gets a failure record
     (`emproc.failures`, naming its chunk so a retry can rerun it) and is listed under
@@ -235,6 +286,7 @@ def run_chunk_stage(
         "failed": failed,
         "seconds": round(time.perf_counter() - started, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     write_json_atomic(manifest, record)
     return record

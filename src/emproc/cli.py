@@ -167,14 +167,29 @@ def command_run(args: argparse.Namespace) -> int:
         removed = remove_stale_temporaries(output_dir)
         if removed:
             print(f"emproc: removed {removed} temporary file(s) of killed writes", file=sys.stderr)
+        rerun = _stale_live_chunks(output_dir, config)
         if args.retry_failed:
             # the chunk stages that recorded the failures run again (Snakemake --forcerun)
-            rerun = retry_targets(output_dir)
+            rerun += retry_targets(output_dir)
             retried = clear_all_failures(output_dir)
             print(f"emproc: retrying {retried} failed movies", file=sys.stderr)
-            if rerun:
-                command += ["--forcerun", *rerun]
+        if rerun:
+            command += ["--forcerun", *sorted(set(rerun))]
         return run_session(command, output_dir, on_spawn=lock.add_process)
+
+
+def _stale_live_chunks(output_dir: Path, config: dict) -> list[str]:
+    """Chunk stages the live worker ran with parameters that have changed since."""
+    from emproc.live import stale_live_manifests
+
+    stale = stale_live_manifests(output_dir, config)
+    if stale:
+        print(
+            f"emproc: {len(stale)} chunk stage(s) of emproc watch's live worker ran with other "
+            "parameters: running them again",
+            file=sys.stderr,
+        )
+    return stale
 
 
 def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[str]:
@@ -187,9 +202,15 @@ def with_config_overrides(command: Sequence[str], pairs: Sequence[str]) -> list[
     return [*command, "--config", *pairs]
 
 
-def _call(command: Sequence[str], on_spawn: Callable[[int], None] | None = None) -> int:
-    """Run Snakemake; Ctrl-C (also when only we received it) stops it cleanly."""
-    process = subprocess.Popen(list(command), env=os.environ.copy())
+def _call(
+    command: Sequence[str], on_spawn: Callable[[int], None] | None = None, niceness: int = 0
+) -> int:
+    """Run Snakemake (`niceness` added to its priority); Ctrl-C (also when only we received
+    it) stops it cleanly."""
+    # nice(1) execs Snakemake in its own process (same pid); no preexec_fn, which is unsafe
+    # in a process with threads (the watcher has some)
+    prefix = ["nice", "-n", str(niceness)] if niceness else []
+    process = subprocess.Popen([*prefix, *command], env=os.environ.copy())
     if on_spawn is not None:
         on_spawn(process.pid)
     try:
@@ -204,10 +225,11 @@ def run_session(
     command: Sequence[str],
     output_dir: str | Path,
     on_spawn: Callable[[int], None] | None = None,
+    niceness: int = 0,
 ) -> int:
     """Run the workflow and say how many movies failed (they never block the others)."""
     print("emproc: running " + " ".join(command), file=sys.stderr)
-    returncode = _call(command, on_spawn)
+    returncode = _call(command, on_spawn, niceness)
     failures = failure_records(output_dir)
     if failures:
         print(
@@ -221,6 +243,10 @@ def run_session(
             file=sys.stderr,
         )
     return returncode
+
+
+# the workflow's priority below the live worker's (nice(1) steps; jobs inherit it)
+BACKGROUND_NICENESS = 5
 
 
 def command_watch(args: argparse.Namespace) -> int:
@@ -242,9 +268,50 @@ def command_watch(args: argparse.Namespace) -> int:
         batch_wait_s=args.batch_wait,
     )
 
+    workflow_processes: list[int] = []
+    # the live worker's chunks run with other parameters: the first run redoes them
+    forcerun = _stale_live_chunks(output_dir, config)
+
     def run_workflow(manifest: Path) -> int:
         overrides = [f"session_dir={session_dir}", f"movie_list={manifest.resolve()}"]
-        return run_session(with_config_overrides(command, overrides), output_dir)
+        run_command = with_config_overrides(command, overrides)
+        if forcerun:
+            run_command += ["--forcerun", *forcerun]
+            forcerun.clear()
+        return run_session(run_command, output_dir, workflow_processes.append, priority["niceness"])
+
+    # With the live worker, a workflow run that only has aggregates and the report to do
+    # runs at a lower priority: on a busy machine the movie at hand (feedback) goes first.
+    # A run with per-movie work (a backlog) runs at normal priority: throughput.
+    priority = {"niceness": 0}
+
+    def workflow_priority(low: bool) -> None:
+        priority["niceness"] = BACKGROUND_NICENESS if low else 0
+
+    def interrupt_workflow() -> None:
+        # the live watcher runs the workflow in the background: Ctrl-C stops it too
+        if workflow_processes:
+            try:
+                os.kill(workflow_processes[-1], signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    live = None
+    if config["processing"]["live_worker"] and not args.no_live_worker:
+        from emproc.config import write_config
+        from emproc.live_worker import LiveWorker
+        from emproc.watch import WATCH_DIR
+
+        state_dir = output_dir / WATCH_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        live_config = state_dir / "live_config.yaml"
+        write_config(config, live_config)
+        live = LiveWorker(live_config, output_dir, state_dir / "live_worker.log")
+        print(
+            "emproc watch: a live worker processes each movie as it completes "
+            f"(log: {state_dir / 'live_worker.log'})",
+            file=sys.stderr,
+        )
 
     def release_stale_snakemake_lock() -> None:
         # A watcher killed with its Snakemake leaves Snakemake's lock behind; this runs once
@@ -268,6 +335,9 @@ def command_watch(args: argparse.Namespace) -> int:
             sleep=waker.sleep,
             on_start=release_stale_snakemake_lock,
             renamed=waker.take_renamed,
+            live=live,
+            interrupt_workflow=interrupt_workflow,
+            workflow_priority=workflow_priority,
         )
     except KeyboardInterrupt:
         print("emproc watch: interrupted; `emproc watch` again resumes", file=sys.stderr)
@@ -327,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 (default): hand each stable movie to the workflow as soon as it is free "
         "(movies that arrive during a run go together after it); >0: hand over whole chunks "
         "(processing.movies_per_job) and a remainder once its oldest waited this long, s",
+    )
+    watch.add_argument(
+        "--no-live-worker",
+        action="store_true",
+        help="every movie waits for a workflow run (config processing.live_worker: false)",
     )
     # unknown arguments go to snakemake (main() collects them)
     watch.set_defaults(handler=command_watch, snakemake_args=[])

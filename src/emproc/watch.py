@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from emproc.io.atomic import write_text_atomic
 from emproc.run_lock import acquire_output_lock, release_output_lock
@@ -179,6 +180,13 @@ def movies_to_hand_over(
     return pending - pending % max(settings.batch_size, 1)
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 def _acquire_lock(lock_path: Path) -> None:
     """One watcher per output dir; a lock left by a killed watcher is taken over."""
     if lock_path.exists():
@@ -204,12 +212,17 @@ def watch_session(
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
     on_start: Callable[[], None] = lambda: None,
     renamed: Callable[[], Iterable[Path]] = lambda: (),
+    live: LiveHandle | None = None,
+    interrupt_workflow: Callable[[], None] = lambda: None,
+    workflow_priority: Callable[[bool], None] = lambda low: None,
 ) -> int:
     """Scan, promote stable movies to the manifest, run the workflow; until idle.
 
     `run_workflow(manifest_path)` runs Snakemake on the manifest and returns its exit code.
     `renamed()` gives the files renamed into place since its last call (FileEventWaker):
-    they need not wait `stable_seconds`. Returns the exit code of the last workflow run.
+    they need not wait `stable_seconds`. With `live` (emproc.live_worker.LiveWorker), each
+    movie goes to the resident worker first (`_watch_live`). Returns the exit code of the
+    last workflow run.
     """
     state_dir = output_dir / WATCH_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +230,17 @@ def watch_session(
     _acquire_lock(lock_path)
     # one emproc process (run or watch) per output directory
     output_lock = acquire_output_lock(output_dir, "watch")
+    if live is not None:
+        try:
+            return _watch_live(
+                session_dir, movie_glob, output_dir, run_workflow, settings, clock, sleep,
+                log, on_start, renamed, live, output_lock.add_process, interrupt_workflow,
+                workflow_priority,
+            )  # fmt: skip
+        finally:
+            live.close()
+            release_output_lock(output_lock)
+            lock_path.unlink(missing_ok=True)
     on_start()
     manifest = state_dir / "ready_movies.txt"
     known = set(read_manifest(manifest))
@@ -276,6 +300,217 @@ def watch_session(
     finally:
         release_output_lock(output_lock)
         lock_path.unlink(missing_ok=True)
+
+
+class LiveHandle(Protocol):
+    """The watcher's view of the live worker (emproc.live_worker.LiveWorker)."""
+
+    crashes: int
+
+    @property
+    def idle(self) -> bool: ...
+
+    def start(self) -> int: ...
+
+    def submit(self, job: Any) -> None: ...
+
+    def results(self) -> list[dict[str, Any]]: ...
+
+    def close(self, timeout_s: float = 600.0) -> None: ...
+
+
+# a worker that dies on this many movies in a row is given up: the workflow does the rest
+MAX_LIVE_CRASHES = 3
+# how often the watcher looks at the worker and the workflow run while either is busy
+BUSY_POLL_S = 0.25
+
+
+def _watch_live(
+    session_dir: Path,
+    movie_glob: str,
+    output_dir: Path,
+    run_workflow: Callable[[Path], int],
+    settings: WatchSettings,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    log: Callable[[str], None],
+    on_start: Callable[[], None],
+    renamed: Callable[[], Iterable[Path]],
+    live: LiveHandle,
+    add_process: Callable[[int], None],
+    interrupt_workflow: Callable[[], None],
+    workflow_priority: Callable[[bool], None],
+) -> int:
+    """The watch loop with a live worker.
+
+    Hand-over: the worker takes the oldest stable movie whenever it is idle, so at a light
+    rate every movie is processed, ingested and on the live page seconds after it is
+    complete, without waiting for a workflow run. When movies arrive faster than the worker
+    finishes them, the backlog beyond the worker's next movie goes to the workflow in chunks
+    of up to `batch_size` (the workflow's jobs use the other cores), so throughput holds and
+    a movie waits at most for the run in progress. Movies the worker finished (or failed, or
+    crashed on) join the workflow's manifest, and the workflow runs in the background for
+    the aggregates, 2D, 3D and the full report, finding the worker's chunk manifests
+    complete.
+
+    Ownership is by the manifest: the worker only works on movies not yet in it, the
+    workflow only on movies in it. The watcher claims every chunk (`claim_chunk`) before
+    either starts, so the two never pick the same chunk number.
+    """
+    import threading
+
+    from emproc.chunks import claim_chunk, read_ledger
+    from emproc.discovery import movie_id
+    from emproc.live_worker import LiveJob
+
+    state_dir = output_dir / WATCH_DIR
+    on_start()
+    add_process(live.start())
+    manifest = state_dir / "ready_movies.txt"
+    known = set(read_manifest(manifest))
+    ledger = read_ledger(output_dir)
+    scanner = IncrementalScanner(session_dir, movie_glob)
+    tracker = StabilityTracker(session_dir, settings.stable_seconds, clock)
+    interval = settings.interval_s
+    last_new = clock()
+    returncode = 0
+    run_needed = True  # complete whatever an earlier (killed) watcher left
+    pending: list[str] = []  # stable movies owned by nobody yet
+    pending_since = 0.0
+    in_worker: dict[str, str] = {}  # movie id -> relative path
+    for_workflow: list[str] = []  # to append to the manifest at the next run
+    run: dict[str, Any] = {}  # the background workflow run: thread, returncode
+    use_worker = True
+    # whether the next workflow run has per-movie work (a backlog, a crashed movie); a run
+    # without any (aggregates, report) runs at low priority: the worker's movie goes first.
+    # The first run may complete per-movie work an earlier (killed) watcher left.
+    movie_work = True
+
+    assigned = {movie: chunk for chunk, members in ledger.items() for movie in members}
+
+    def claim(movies: Sequence[str]) -> str:
+        """The chunk of the movies (ids of session-relative paths): their claim if an
+        earlier watcher made one, else a new claim for those without."""
+        ids = [movie_id(session_dir / movie, session_dir) for movie in movies]
+        unassigned = [movie for movie in ids if movie not in assigned]
+        if unassigned:
+            chunk = claim_chunk(output_dir, unassigned, ledger)
+            assigned.update(dict.fromkeys(unassigned, chunk))
+        return assigned[ids[0]]
+
+    def run_in_background() -> None:
+        run["returncode"] = run_workflow(manifest)
+
+    try:
+        while True:
+            candidates = [
+                path
+                for path in scanner.scan()
+                if path not in known
+                and path not in pending
+                and path not in in_worker.values()
+                and path not in for_workflow
+            ]
+            moved_in = set()
+            for path in renamed():
+                try:
+                    moved_in.add(Path(path).relative_to(session_dir).as_posix())
+                except ValueError:
+                    continue
+            new = tracker.ready(candidates, moved_in)
+            # oldest first (a scan lists by path): the worker takes them in acquisition order
+            new.sort(key=lambda path: _mtime_ns(session_dir / path))
+            if new:
+                if not pending:
+                    pending_since = clock()
+                pending.extend(new)
+                last_new = clock()
+                interval = settings.interval_s
+            for result in live.results():
+                relative = in_worker.pop(str(result.get("movie")), None)
+                if relative is None:
+                    continue
+                for_workflow.append(relative)
+                if result.get("crashed"):
+                    movie_work = True
+                    log(f"emproc watch: live worker: {result['movie']}: {result['crashed']}; "
+                        "the workflow processes it")  # fmt: skip
+                elif result.get("failed"):
+                    stage, error = next(iter(result["failed"].items()))
+                    log(f"emproc watch: live: {result['movie']} failed at {stage}: {error}")
+                else:
+                    seconds = dict(result.get("seconds", {}))
+                    total = seconds.pop("total", 0.0)
+                    steps = ", ".join(f"{step} {value:.1f}" for step, value in seconds.items())
+                    log(f"emproc watch: live: {result['movie']} done in {total:.1f} s ({steps})")
+            if use_worker and live.crashes >= MAX_LIVE_CRASHES:
+                use_worker = False
+                log(f"emproc watch: the live worker died on {live.crashes} movies in a row; "
+                    "the workflow processes every movie from now on")  # fmt: skip
+            if use_worker and live.idle and pending:
+                relative = pending.pop(0)
+                chunk = claim([relative])
+                movie = movie_id(session_dir / relative, session_dir)
+                in_worker[movie] = relative
+                live.submit(LiveJob(movie, str(session_dir / relative), chunk))
+                pending_since = clock()
+            running = "thread" in run and run["thread"].is_alive()
+            if "thread" in run and not running:
+                returncode = run.pop("returncode", returncode)
+                del run["thread"]
+            waiting = len(candidates) - len(new)
+            idle = clock() - last_new
+            stopping = idle >= settings.idle_timeout_s and not waiting
+            if not running:
+                # the backlog beyond the worker's next movie: to the workflow, in chunks
+                keep = 1 if use_worker else 0
+                count = movies_to_hand_over(
+                    max(len(pending) - keep, 0), clock() - pending_since, settings, stopping
+                )
+                if count:
+                    handed, pending = (
+                        pending[keep : keep + count],
+                        pending[:keep] + pending[keep + count :],
+                    )
+                    size = max(settings.batch_size, 1)
+                    for start in range(0, len(handed), size):
+                        claim(handed[start : start + size])
+                    for_workflow.extend(handed)
+                    movie_work = True
+                if for_workflow:
+                    append_to_manifest(manifest, for_workflow)
+                    known.update(for_workflow)
+                    log(f"emproc watch: {len(for_workflow)} new movie(s), {len(known)} in total")
+                    for_workflow = []
+                    run_needed = True
+                if run_needed and known:
+                    run_needed = False
+                    workflow_priority(not movie_work)
+                    movie_work = False
+                    run["thread"] = threading.Thread(target=run_in_background, daemon=True)
+                    run["thread"].start()
+                    running = True
+            busy = running or bool(in_worker)
+            if stopping and not pending and not busy and not for_workflow:
+                log(f"emproc watch: no new movie for {idle:.0f} s; stopping")
+                return returncode
+            if busy or (pending and use_worker):
+                pause = BUSY_POLL_S
+            elif waiting:
+                pause = min(settings.interval_s, max(settings.stable_seconds / 2, 0.05))
+            elif pending:
+                pause = min(settings.interval_s, settings.batch_wait_s)
+            else:
+                pause = min(interval, settings.idle_timeout_s - idle)
+                interval = min(interval * settings.backoff, settings.max_interval_s)
+            sleep(max(pause, 0.0))
+    except BaseException:
+        # interrupted (Ctrl-C): stop the workflow run too, before the lock is released
+        if "thread" in run and run["thread"].is_alive():
+            interrupt_workflow()
+            run["thread"].join()
+        live.close(timeout_s=5.0)  # the movie at hand is redone from its unfinished stage
+        raise
 
 
 class FileEventWaker:

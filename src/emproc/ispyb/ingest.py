@@ -48,11 +48,18 @@ from emproc.ispyb.state import (
     SUMMARY_FILE,
     IdMap,
     content_hash,
+    ingest_lock,
     load_id_map,
     save_id_map,
 )
 
-__all__ = ["IngestInputError", "IngestSummary", "VisitNotFoundError", "ingest_output_dir"]
+__all__ = [
+    "IngestInputError",
+    "IngestSummary",
+    "VisitNotFoundError",
+    "ingest_movies_live",
+    "ingest_output_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +150,25 @@ def ingest_output_dir(
 
     The database is `engine` if given, else `target`, else the one `resolve_target` picks
     from the config (embedded SQLite is created and seeded). Writes `ISPyB/ispyb_ids.json`
-    (also when a unit fails) and `ISPyB/ingest_state.json`.
+    (also when a unit fails) and `ISPyB/ingest_state.json`. One ingest at a time per output
+    directory (`ingest_lock`).
     """
-    output_dir = Path(output_dir)
+    with ingest_lock(output_dir):
+        return _ingest_output_dir(
+            Path(output_dir), config, engine, target, movies, policy, failures
+        )
+
+
+def _ingest_output_dir(
+    output_dir: Path,
+    config: Mapping[str, Any],
+    engine: Engine | None,
+    target: DatabaseTarget | None,
+    movies: Sequence[str] | None,
+    policy: RetryPolicy,
+    failures: Mapping[str, Mapping[str, str]] | None,
+    write_state: bool = True,
+) -> IngestSummary:
     visit_name = str(config["session"]["visit"])
     if target is None and engine is not None:
         target = DatabaseTarget(engine.url.render_as_string(hide_password=False), embedded=False)
@@ -174,6 +197,8 @@ def ingest_output_dir(
         run.counts["skipped"],
         state_path,
     )
+    if not write_state:  # the workflow's ingest job output: only that job writes it
+        return summary
     write_json_atomic(
         state_path,
         {
@@ -313,3 +338,46 @@ def _collection(
     )
     run.id_map.collections[key] = {"hash": digest, "ids": collection.to_json()}
     return collection
+
+
+def ingest_movies_live(
+    output_dir: str | os.PathLike[str],
+    config: Mapping[str, Any],
+    movies: Sequence[str],
+    all_movies: Sequence[str],
+    engine: Engine | None = None,
+    policy: RetryPolicy = DEFAULT_RETRY,
+) -> int:
+    """The rows of `movies` alone (Movie, MotionCorrection, CTF, ice, ParticlePicker), as the
+    em-spa-preprocess recipe writes them, for `emproc watch`'s live worker.
+
+    The same units and id map as `ingest_output_dir`, so the workflow's ingest later skips
+    them. The collection's rows (image count, times, attachments) are left to that ingest;
+    before the collection exists, this is a full ingest of `all_movies` (the movies with a
+    CTF so far). Returns the units written.
+    """
+    output_dir = Path(output_dir)
+    visit_name = str(config["session"]["visit"])
+    with ingest_lock(output_dir):
+        target = resolve_target(config.get("ispyb", {}), output_dir)
+        if engine is None:
+            engine = open_engine(target, visit_name if target.embedded else None)
+        id_map = load_id_map(output_dir, target.masked_url, visit_name)
+        session_id = find_visit_session(engine, visit_name, policy)
+        stored = id_map.collections.get("spa")
+        if stored is None or id_map.session_id != session_id:
+            summary = _ingest_output_dir(
+                output_dir, config, engine, target, all_movies, policy, None, write_state=False
+            )
+            return summary.units_ingested
+        run = IngestRun(engine, output_dir, config, session_id, id_map, policy)
+        imports = {
+            name: read_json(movie_paths(output_dir, "import", name)["metadata"]) for name in movies
+        }
+        try:
+            em_spa_preprocess.ingest(
+                run, CollectionIds.from_json(stored["ids"]), movies, imports, movies
+            )
+        finally:
+            save_id_map(output_dir, id_map)
+        return run.counts["ingested"]

@@ -9,10 +9,12 @@ It is not a Snakemake output, so a failed ingest keeps the record of the units i
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,25 @@ def load_id_map(output_dir: str | os.PathLike[str], database: str, visit: str) -
         collections=dict(data.get("collections", {})),
         units=dict(data.get("units", {})),
     )
+
+
+@contextmanager
+def ingest_lock(output_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Held while one process ingests an output directory.
+
+    Two ingests at once (`emproc watch`'s live worker and the workflow's ingest job) would
+    each save an id map without the other's units, and each could insert a movie the other
+    inserted since its collection query. The lock (flock) dies with its holder, so a killed
+    ingest never blocks the next one.
+    """
+    path = Path(output_dir) / STATE_DIR / ".ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_id_map(output_dir: str | os.PathLike[str], id_map: IdMap) -> Path:

@@ -1,5 +1,8 @@
-"""The session report: one self-contained HTML page with the feedback plots."""
+"""The session report: one self-contained HTML page with the feedback plots, and the live
+latest-movies page `emproc watch` updates per movie (emproc.report.live)."""
 
-from emproc.report.page import write_report
+from emproc.lazy import lazy_exports
 
-__all__ = ["write_report"]
+# lazy: the live page must not import pandas and matplotlib with the full report
+__getattr__, __dir__ = lazy_exports(__name__, {"write_report": "page", "update_live_page": "live"})
+__all__ = ["update_live_page", "write_report"]

@@ -134,7 +134,9 @@ def render_report(output_dir: str | Path, title: str) -> str:
     summary = html.escape(format_status(session_status(output_dir, data.records, data.failures)))
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Written {datetime.now():%Y-%m-%d %H:%M}. Refreshes with every workflow run.</p>",
+        f"<p>Written {datetime.now():%Y-%m-%d %H:%M}. Refreshes with every workflow run; "
+        'under emproc watch, <a href="live.html">the latest movies</a> update as each movie '
+        "is processed.</p>",
         f"<h2>Summary</h2><pre>{summary}</pre>",
         *_plots(data),
         _classes(data, output_dir),

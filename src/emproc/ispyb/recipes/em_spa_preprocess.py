@@ -351,9 +351,13 @@ def ingest(
     collection: CollectionIds,
     movie_names: Sequence[str],
     imports: Mapping[str, Mapping[str, Any]],
+    picked_movies: Sequence[str] | None = None,
 ) -> int | None:
     """Every movie's rows, then every movie's picking; returns the first ParticlePicker id
     (2D batches point at it), or None without picks.
+
+    `picked_movies` limits the picking to those movies (live ingest of one movie); by
+    default every `Picking/{movie}_picks.json` is read.
 
     Movie numbers are stable: a movie keeps the number it got first (id map or database);
     new movies are numbered after the highest, in acquisition order.
@@ -419,7 +423,16 @@ def ingest(
         run.unit(f"movie:{name}", present, [collection_digest, atlas_image], write)
 
     first_picker = None
-    for path in sorted(run.output_dir.glob(movie_glob("pick", "summary"))):
+    pick_summaries = (
+        sorted(run.output_dir.glob(movie_glob("pick", "summary")))
+        if picked_movies is None
+        else [
+            path
+            for movie in picked_movies
+            if (path := movie_paths(run.output_dir, "pick", movie)["summary"]).is_file()
+        ]
+    )
+    for path in pick_summaries:
         picking = read_json(path)
         movie = str(require(picking, "movie_name", str(path)))
         motion_ids = run.id_map.unit_ids(f"movie:{movie}")
