@@ -23,8 +23,8 @@ from emproc.simulate.particle_stacks import (
 )
 
 PIXEL = 4.0
-# measured (2026-12-02, scores low-passed at 18 A): purity RELION 0.88, emproc 0.867; agreement
-# 0.853 (before the low-pass: emproc 0.88, agreement 0.867; chance ~1/3)
+# measured: purity RELION 0.88, emproc 0.88, agreement 0.867 (2026-12-01, the default); with
+# class2d.score_lowpass_angstrom 18: emproc 0.867, agreement 0.853 (chance ~1/3)
 PURITY_FLOOR = 0.75
 AGREEMENT_FLOOR = 0.7
 

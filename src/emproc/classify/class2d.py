@@ -10,8 +10,8 @@ Each iteration:
    rotations (soft, ML-like) or the best class taken (hard). Scoring with |A_k|^2 instead
    charges sharp references for power the CTF removed from every particle, so blurred
    classes win and grow into mixed "attractor" classes (measured: docs/particles.md);
-   the references scored against are low-passed at `score_lowpass_angstrom` (18 A): beyond
-   it the (FRC-filtered) averages hold mostly noise, including each member's own, which
+   the references scored against can be low-passed (`score_lowpass_angstrom`): beyond it
+   the (FRC-filtered) averages hold mostly noise, including each member's own, which
    ties particles to the class they are in rather than to the shape they are;
 3. the translation is refined by FFT cross-correlation with the best class rotated to the
    particle (|shift| <= max_shift from the box centre);
@@ -67,7 +67,7 @@ class Class2DParams:
     max_splits_per_iteration: int = 2
     final_iterations: int = 5  # last iterations: no splitting, the classes settle
     score_other_half: bool = False  # score each half-set against the other half's averages
-    score_lowpass_angstrom: float | None = 18.0  # scoring references low-passed here
+    score_lowpass_angstrom: float | None = None  # scoring references low-passed here
     seed: int = 0
 
     def __post_init__(self) -> None:
