@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.spatial import cKDTree
 
-from emproc.classify.class2d import Class2DParams, ParticleCtfs, classify_2d
-from emproc.classify.synthetic import SyntheticStackParams, simulate_particle_stack
+from emproc.classify.class2d import ParticleCtfs, classify_2d
 from emproc.extract.boxes import CtfParameters, ExtractionParams, extract_boxes
 from emproc.picking import LogPickerParams, pick_log
 from emproc.picking.io import write_coordinate_star, write_pick_snapshot
@@ -63,37 +61,51 @@ def bench_picking_extraction(size: int) -> None:
     print(f"  STAR {io_wall:.2f} s, JPEG snapshot {jpg_wall:.2f} s")
 
 
-def bench_class2d(count: int, classes: int, iterations: int) -> None:
-    stack, truth = simulate_particle_stack(
-        SyntheticStackParams(number_of_particles=count, noise_std=0.3), 11
-    )
-    defocus = truth["defocus_angstrom"].to_numpy()
+def bench_class2d(count: int) -> None:
+    """One live-workflow batch: the config's class2d defaults on independent particles."""
+    import yaml
+
+    from emproc.classify.evaluation import class_purity
+    from emproc.classify.run import class2d_params_from_config
+    from emproc.simulate.particle_stacks import ParticleStackConditions
+    from emproc.simulate.particle_stacks import simulate_particle_stack as simulate_stack
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    params = class2d_params_from_config(config["class2d"], phase_flipped=False)
+    conditions = ParticleStackConditions(number_of_particles=count, snr=0.1)
+    stack, truth = simulate_stack(conditions, 11)
+    n = len(truth)
     ctfs = ParticleCtfs(
-        defocus, defocus, np.zeros(count), np.full(count, 300.0), np.full(count, 2.7),
-        np.full(count, 0.1), np.zeros(count),
+        truth["defocus_u_angstrom"].to_numpy(), truth["defocus_v_angstrom"].to_numpy(),
+        truth["astigmatism_angle_deg"].to_numpy(), np.full(n, conditions.voltage_kv),
+        np.full(n, conditions.spherical_aberration_mm), np.full(n, conditions.amplitude_contrast),
+        np.zeros(n),
     )  # fmt: skip
-    params = Class2DParams(number_of_classes=classes, iterations=iterations)
-    result, wall, cpu = timed(classify_2d, stack, 4.0, params, ctfs)
-    table = pd.crosstab(result.class_number, truth["shape_id"])
-    purity = table.max(axis=1).sum() / count
+    result, wall, cpu = timed(classify_2d, stack, conditions.pixel_size_angstrom, params, ctfs)
+    score = class_purity(result.class_number, truth["shape"].to_numpy())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"class2d {count} particles x 64 px, K={classes}, {iterations} iterations:"
-        f" {wall:.1f} s wall, {cpu:.1f} s CPU, purity {purity:.3f},"
-        f" dominant shapes {sorted(set(table.idxmax(axis=1)))}, peak RSS {peak_mb:.0f} MB"
+        f"class2d batch: {count} particles x {conditions.box_size_px} px (SNR {conditions.snr},"
+        f" 4 shapes), config defaults K={params.number_of_classes},"
+        f" {params.iterations} iterations: {wall:.1f} s wall, {cpu:.1f} s CPU,"
+        f" purity {score.purity:.3f} (worst shape {score.worst_shape_purity:.3f}),"
+        f" peak RSS {peak_mb:.0f} MB"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1k micrograph, 1,000 particles")
+    parser.add_argument("--class2d-only", action="store_true", help="skip picking/extraction")
     arguments = parser.parse_args()
-    if arguments.quick:
+    if arguments.class2d_only:
+        bench_class2d(1000 if arguments.quick else 5000)
+    elif arguments.quick:
         bench_picking_extraction(1024)
-        bench_class2d(1000, 10, 10)
+        bench_class2d(1000)
     else:
         bench_picking_extraction(4096)
-        bench_class2d(5000, 10, 20)
+        bench_class2d(5000)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ Each iteration:
    rotations (soft, ML-like) or the best class taken (hard). Scoring with |A_k|^2 instead
    charges sharp references for power the CTF removed from every particle, so blurred
    classes win and grow into mixed "attractor" classes (measured: docs/particles.md);
+   the references scored against can be low-passed (`score_lowpass_angstrom`): beyond it
+   the (FRC-filtered) averages hold mostly noise, including each member's own, which
+   ties particles to the class they are in rather than to the shape they are;
 3. the translation is refined by FFT cross-correlation with the best class rotated to the
    particle (|shift| <= max_shift from the box centre);
 4. class averages are CTF-corrected sums of the aligned particles (phase flipped, and Wiener:
@@ -63,6 +66,8 @@ class Class2DParams:
     split_ratio: float | None = 2.0  # split classes above this x the mean size (None: never)
     max_splits_per_iteration: int = 2
     final_iterations: int = 5  # last iterations: no splitting, the classes settle
+    score_other_half: bool = False  # score each half-set against the other half's averages
+    score_lowpass_angstrom: float | None = None  # scoring references low-passed here
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -305,6 +310,8 @@ def classify_2d(
             align.transform_images(images[pick : pick + 1], np.zeros(1), shifts[pick : pick + 1])[0]
             * mask
         )
+    # (2, k, size, size): the references each half-set is scored against (see below)
+    scoring_references = np.stack([references, references])
     prior = np.full(k, 1.0 / k)
     noise_variance = 1.0
     previous_class = np.full(count, -1)
@@ -320,11 +327,15 @@ def classify_2d(
 
     for iteration in range(params.iterations):
         fixed = iteration < params.fixed_label_iterations
-        reference_polar = align.polar_resample(references, np.full((k, 2), centre), grid)
-        reference_spectra = align.polar_spectra(reference_polar)
+        reference_spectra = [
+            align.polar_spectra(
+                align.polar_resample(scoring_references[h], np.full((k, 2), centre), grid)
+            )
+            for h in (0, 1)
+        ]
         # |CTF A_k|^2 per particle: the CTF takes power out of the references that a
         # particle cannot show, so an unweighted |A_k|^2 would favour blurred classes
-        reference_power = _shell_power(references, workers)  # (k, shells)
+        reference_power = [_shell_power(scoring_references[h], workers) for h in (0, 1)]
         angles_deg = np.arange(n_angles) * step_deg
         rotated_references = align.rotate_references(references, angles_deg)
 
@@ -335,12 +346,18 @@ def classify_2d(
         for start in range(0, count, CHUNK):
             block = slice(start, min(start + CHUNK, count))
             rows = np.arange(block.start, block.stop)
-            polar = polar_of(block, prepared.score_images)
+            polar_spectra = align.polar_spectra(polar_of(block, prepared.score_images))
             particle_norm = (images[block] ** 2 * mask).sum(axis=(1, 2))
-            reference_norm = prepared.ctf_squared[prepared.ctf_group[rows]] @ reference_power.T
-            correlation = align.rotational_correlation(
-                align.polar_spectra(polar), reference_spectra, n_angles
-            )  # (b, k, angles)
+            reference_norm = np.empty((len(rows), k))
+            correlation = np.empty((len(rows), k, n_angles))  # (b, k, angles)
+            for h in (0, 1):
+                half = rows % 2 == h
+                reference_norm[half] = (
+                    prepared.ctf_squared[prepared.ctf_group[rows[half]]] @ reference_power[h].T
+                )
+                correlation[half] = align.rotational_correlation(
+                    polar_spectra[half], reference_spectra[h], n_angles
+                )
             best_angle = correlation.argmax(axis=-1)
             cc = correlation.max(axis=-1)
             log_likelihood = (cc - 0.5 * reference_norm) / noise_variance + np.log(
@@ -459,6 +476,26 @@ def classify_2d(
         references = scipy.fft.irfft2(
             full_spectra, s=(size, size), axes=(-2, -1), workers=workers
         ).astype(np.float32)
+        # the references particles are scored against (not the class averages written out):
+        # only up to score_lowpass_angstrom, where classes differ by shape rather than by
+        # the noise the FRC filter lets through (each member's own noise among it: a bias
+        # of ~|noise|^2 / class size towards staying put). score_other_half removes that
+        # bias outright (half h meets only the other half's average) but is off: on small
+        # classes (~30 particles per half) it charges noisy averages and empties them
+        # (docs/particles.md)
+        shell_index = np.minimum(shells, n_shells - 1)
+        scoring_spectra = (
+            half_spectra[::-1] * weight_filter[None][..., shell_index]
+            if params.score_other_half
+            else np.stack([full_spectra, full_spectra])
+        )
+        if params.score_lowpass_angstrom:
+            scoring_spectra = scoring_spectra * (
+                shell_index <= size * pixel / params.score_lowpass_angstrom
+            )
+        scoring_references = scipy.fft.irfft2(
+            scoring_spectra, s=(size, size), axes=(-2, -1), workers=workers
+        ).astype(np.float32)
         splitting = (
             params.split_ratio is not None
             and not fixed
@@ -479,6 +516,8 @@ def classify_2d(
             side = bisect_members(aligned, mask)
             references[largest] = aligned[side].mean(axis=0)
             references[emptiest] = aligned[~side].mean(axis=0)
+            scoring_references[:, largest] = references[largest]
+            scoring_references[:, emptiest] = references[emptiest]
             prior[[largest, emptiest]] = 0.5 * (prior[largest] + prior[emptiest])
             best_class[members[~side]] = emptiest
         if pairs:
@@ -488,10 +527,18 @@ def classify_2d(
         for label in np.flatnonzero(class_weight < 0.5) if not splitting else []:
             pick = rng.integers(count, size=1)
             references[label] = align.transform_images(images[pick], np.zeros(1), shifts[pick])[0]
+            scoring_references[:, label] = references[label]
         references *= mask
+        scoring_references *= mask
         if params.centre_references:
             centres = align.centre_of_mass_xy(references, mask)
             references = align.shift_images(references, -centres, workers).astype(np.float32) * mask
+            scoring_references = np.stack(
+                [
+                    align.shift_images(half, -centres, workers).astype(np.float32) * mask
+                    for half in scoring_references
+                ]
+            )
         logger.info(
             "class2d iteration %d/%d: %.1f %% changed class, sigma^2 %.3f",
             iteration + 1,

@@ -38,6 +38,10 @@ def class2d_params_from_config(class2d: Mapping[str, Any], phase_flipped: bool) 
         ctf_correction=str(class2d.get("ctf_correction", defaults.ctf_correction)),
         images_phase_flipped=phase_flipped,
         split_ratio=class2d.get("split_ratio", defaults.split_ratio),
+        score_lowpass_angstrom=class2d.get(
+            "score_lowpass_angstrom", defaults.score_lowpass_angstrom
+        ),
+        score_other_half=bool(class2d.get("score_other_half", defaults.score_other_half)),
         seed=int(class2d.get("seed", defaults.seed)),
     )
 
