@@ -66,7 +66,6 @@ class Class2DParams:
     split_ratio: float | None = 2.0  # split classes above this x the mean size (None: never)
     max_splits_per_iteration: int = 2
     final_iterations: int = 5  # last iterations: no splitting, the classes settle
-    score_other_half: bool = False  # score each half-set against the other half's averages
     score_lowpass_angstrom: float | None = None  # scoring references low-passed here
     seed: int = 0
 
@@ -479,16 +478,11 @@ def classify_2d(
         # the references particles are scored against (not the class averages written out):
         # only up to score_lowpass_angstrom, where classes differ by shape rather than by
         # the noise the FRC filter lets through (each member's own noise among it: a bias
-        # of ~|noise|^2 / class size towards staying put). score_other_half removes that
-        # bias outright (half h meets only the other half's average) but is off: on small
-        # classes (~30 particles per half) it charges noisy averages and empties them
-        # (docs/particles.md)
+        # of ~|noise|^2 / class size towards staying put). Scoring each half against the
+        # other half's average removes that bias but empties small classes (~30 particles
+        # per half), so it is not offered (docs/particles.md)
         shell_index = np.minimum(shells, n_shells - 1)
-        scoring_spectra = (
-            half_spectra[::-1] * weight_filter[None][..., shell_index]
-            if params.score_other_half
-            else np.stack([full_spectra, full_spectra])
-        )
+        scoring_spectra = np.stack([full_spectra, full_spectra])
         if params.score_lowpass_angstrom:
             scoring_spectra = scoring_spectra * (
                 shell_index <= size * pixel / params.score_lowpass_angstrom

@@ -41,7 +41,6 @@ def class2d_params_from_config(class2d: Mapping[str, Any], phase_flipped: bool) 
         score_lowpass_angstrom=class2d.get(
             "score_lowpass_angstrom", defaults.score_lowpass_angstrom
         ),
-        score_other_half=bool(class2d.get("score_other_half", defaults.score_other_half)),
         seed=int(class2d.get("seed", defaults.seed)),
     )
 
