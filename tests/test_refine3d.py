@@ -17,9 +17,9 @@ from emproc.refine3d.selection import merge_selected_particles
 from emproc.refine3d.steps import Common3DParams, PostprocessParams, best_class, make_mask
 from emproc.simulate.particles3d import Particles3DParams, make_atom_density, write_particles
 
-# RELION 3D runs at ground-truth size take tens of minutes on 2 cores and are not yet
-# verified to pass (docs/spa3d.md): run by hand with `pytest -m heavy3d`; `make test` leaves
-# them out.
+# The ground-truth gates run in `make test` at small sizes (docs/spa3d.md, "Gates": RELION's
+# CPU 40-120 s each). heavy3d marks a RELION run not yet measured at its current settings;
+# `make test` leaves it out, `pytest -m heavy3d` runs it.
 heavy3d = pytest.mark.heavy3d
 
 
@@ -148,12 +148,13 @@ def _with_true_angles(directory, star):
     return path
 
 
-@heavy3d
 def test_bfactor_fit_slope_matches_the_applied_bfactor(tmp_path):
-    # C1 particles with B = 500 A^2 (64 px at 2 A/px), reconstructed at their true
-    # orientations: the B fitted over subsets of 200 .. 4000 particles is the applied one
-    # within 20 % (measured 550, +10 %; the plain Rosenthal-Henderson fit read 605, +21 %,
-    # docs/spa3d.md)
+    # C4-shaped particles with B = 500 A^2 (64 px at 2 A/px; C1 reconstruction), at their
+    # true orientations: the B fitted over subsets of 200 .. 4000 particles is the applied
+    # one within 20 % (measured 551, +10 %; the plain Rosenthal-Henderson fit read 605, +21 %,
+    # docs/spa3d.md). 68 s of CPU, one core (28 s of it the 4,000-particle generator):
+    # smaller boxes or fewer particles leave too few Fourier shells between the subsets'
+    # resolutions for a 20 % slope (40 px, 2,000 particles: +60 %)
     applied = 500.0
     box, pixel = 64, 2.0
     density = make_atom_density("tetramer", 0.6 * box * pixel, 300, seed=1)
@@ -188,12 +189,12 @@ QUICK = dict(offset_range_px=2.0, offset_step_px=1.0)
 FAST = dict(pad=1, skip_gridding=True)
 
 
-@heavy3d
 def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
     # 600 C4 particles refined from the true map low-passed to 30 A (RELION's --ini_high):
     # the refined map's FSC with the true map reaches 0.143 within 2.5 pixels (10 A) and
     # within 1.3x of the reconstruction at the true orientations (what these particles
-    # support: Nyquist, 8 A). Global searches at 15 deg, local from 7.5 deg on.
+    # support: Nyquist, 8 A). Global searches at 15 deg, local from 7.5 deg on. Measured
+    # (RELION's CPU: 118 s over two follower ranks, 13 iterations): 8.0 A, post 8.0 A.
     from emproc.refine3d.steps import RefineParams, run_postprocess, run_refine
 
     density = make_atom_density("tetramer", 0.6 * 32 * 4.0, 300, seed=1)
@@ -214,7 +215,8 @@ def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
     truth, pixel = read_map(tmp_path / "truth_1.mrc")
     mask, _ = read_map(post["mask_path"])
     refined_map, _ = read_map(refined["map_path"])
-    achieved = resolution_at(*fsc(refined_map * mask, truth * mask, pixel))
+    resolution, achieved_curve = fsc(refined_map * mask, truth * mask, pixel)
+    achieved = resolution_at(resolution, achieved_curve)
     # the resolution these particles support: reconstructed at their true orientations
     import subprocess
 
@@ -224,19 +226,25 @@ def test_refined_map_reaches_the_resolution_the_data_support(tmp_path):
          "--sym", "C4"], cwd=tmp_path, check=True, capture_output=True,
     )  # fmt: skip
     ideal_map, _ = read_map(tmp_path / "ideal.mrc")
-    supported = resolution_at(*fsc(ideal_map * mask, truth * mask, pixel))
+    supported_curve = fsc(ideal_map * mask, truth * mask, pixel)[1]
+    supported = resolution_at(resolution, supported_curve)
     assert supported < 2.2 * pixel  # the data support (almost) Nyquist
     assert achieved <= 2.5 * pixel
     assert achieved <= 1.3 * supported
+    # both reach Nyquist (measured 8.0 A each), so also compare the correlation with the
+    # truth at the Nyquist shell: measured 0.65 refined vs 0.84 at the true orientations
+    # (SNR 0.1 particles, aligned to ~10 deg, gave ~0 here and 17.5 A at 0.143)
+    assert achieved_curve[-1] >= 0.6 * supported_curve[-1]
     assert 2 * pixel <= post["resolution_angstrom"] < 4 * pixel
     assert np.isfinite(post["sharpening_bfactor_angstrom2"])
 
 
-@heavy3d
 def test_class3d_separates_two_densities_in_known_proportions(tmp_path):
     # a 70:30 mixture of two shapes (24 px at 6 A/px), classified into K = 2 from one
     # low-passed reference (the majority's true map at 40 A): >= 90 % of particles in the
-    # class of their density, and the class sizes as mixed within 0.1
+    # class of their density, and the class sizes as mixed within 0.1. Measured: 0.952,
+    # 0.70/0.30, 43 s of RELION CPU; the classes separate slowly from one reference (0.78 at
+    # iteration 10, 0.92 from iteration 21), hence 25 cheap iterations at healpix order 1
     from emproc.refine3d.steps import Class3DParams, run_class3d
 
     box, pixel = 24, 6.0
@@ -325,7 +333,7 @@ def test_every_step_runs_from_the_config_and_writes_relion_files(tmp_path):
     spa3d.update(pad=1, skip_gridding=True)
     spa3d["initial_model"].update(
         iterations_initial=2, iterations_inbetween=2, iterations_final=2,
-        subset_initial=50, subset_final=100,
+        subset_initial=50, subset_final=100, offset_range_px=2.0, offset_step_px=1.0,
     )  # fmt: skip
     spa3d["class3d"].update(number_of_classes=2, iterations=2, healpix_order=1)
     spa3d["refine"].update(healpix_order=1, local_healpix_order=2)
