@@ -34,6 +34,15 @@ def test_relion_command_threads_mpi_and_nice():
     assert "--j" not in relion_command("relion_postprocess", ["--i", "a"], Compute(threads=2))
 
 
+def test_small_box_options_reach_relion():
+    from emproc.refine3d.steps import _common_arguments
+
+    default = _common_arguments(Common3DParams(100.0))
+    assert default[default.index("--pad") + 1] == "2" and "--skip_gridding" not in default
+    fast = _common_arguments(Common3DParams(100.0, pad=1, skip_gridding=True))
+    assert fast[fast.index("--pad") + 1] == "1" and "--skip_gridding" in fast
+
+
 def test_fsc_and_resolution_at_a_known_filter():
     rng = np.random.default_rng(0)
     volume = rng.normal(size=(32, 32, 32)).astype(np.float32)
