@@ -254,8 +254,8 @@ def test_class3d_separates_two_densities_in_known_proportions(tmp_path):
     # class of their density, and the class sizes as mixed within 0.1. Measured: 0.952,
     # 0.70/0.30, 43 s of RELION CPU; the classes separate slowly from one reference (0.78 at
     # iteration 10, 0.92 from iteration 21), hence 25 cheap iterations at healpix order 1.
-    # Another draw (800 particles) stayed at 0.61: this draw passes, not every draw does
-    # (docs/spa3d.md)
+    # Another 500-particle draw: 0.996; an 800-particle draw stayed at 0.61: not every draw
+    # passes (docs/spa3d.md)
     from emproc.refine3d.steps import Class3DParams, run_class3d
 
     box, pixel = 24, 6.0
