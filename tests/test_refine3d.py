@@ -17,10 +17,8 @@ from emproc.refine3d.selection import merge_selected_particles
 from emproc.refine3d.steps import Common3DParams, PostprocessParams, best_class, make_mask
 from emproc.simulate.particles3d import Particles3DParams, make_atom_density, write_particles
 
-# The ground-truth gates run in `make test` at small sizes (docs/spa3d.md, "Gates": RELION's
-# CPU 40-120 s each). heavy3d marks a RELION run not yet measured at its current settings;
-# `make test` leaves it out, `pytest -m heavy3d` runs it.
-heavy3d = pytest.mark.heavy3d
+# The RELION ground-truth gates run in `make test` at small sizes (docs/spa3d.md, "Gates":
+# 40-145 CPU s each, measured).
 
 
 def test_relion_command_threads_mpi_and_nice():
@@ -330,10 +328,10 @@ def test_report_section_shows_maps_fsc_and_bfactor(tmp_path):
     assert page.count("data:image/png") >= 4  # initial model, refined map, FSC, B-factor
 
 
-@heavy3d
 def test_every_step_runs_from_the_config_and_writes_relion_files(tmp_path):
     # the whole chain through emproc.refine3d.pipeline at a tiny size (24 px, coarse
-    # settings): RELION's standard files and every summary key the ISPyB ingest reads
+    # settings): RELION's standard files and every summary key the ISPyB ingest reads.
+    # 144 CPU s (serial SGD and class3d, 2-rank refine): the one test of config -> RELION
     import yaml
 
     from emproc.config import WORKFLOW_ROOT, validate_config
