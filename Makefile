@@ -17,12 +17,13 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --write-config $(DEMO_DIR)/config.yaml
+	$(BIN)/emproc simulate spa $(DEMO_DIR)/session --movies 6 --demo-3d --write-config $(DEMO_DIR)/config.yaml
 	$(BIN)/emproc run --configfile $(DEMO_DIR)/config.yaml --cores 2
 	$(BIN)/emproc simulate tomo $(DEMO_DIR)/tomo/session --write-config $(DEMO_DIR)/tomo/config.yaml
 	$(BIN)/emproc run --configfile $(DEMO_DIR)/tomo/config.yaml --cores 2
 	$(BIN)/emproc status $(DEMO_DIR)/processed
 	@echo "emproc demo: SPA outputs in $(DEMO_DIR)/processed, report $(DEMO_DIR)/processed/report/index.html"
+	@echo "  SPA 3D (RELION): $(DEMO_DIR)/processed/spa3d.json, InitialModel/ Class3D/ Refine3D/ PostProcess/ BFactor/"
 	@echo "  tomography outputs in $(DEMO_DIR)/tomo/processed (tomograms.csv, Tomograms/)"
 	@echo "  reproduce with: $(BIN)/emproc run --configfile $(DEMO_DIR)/processed/config_used.yaml"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from emproc.refine3d.relion import Compute
 from emproc.refine3d.steps import *
 spec = json.loads(sys.argv[1])
 d = spec["dir"]
-common = Common3DParams(spec["diameter"])
+common = Common3DParams(spec["diameter"], pad=spec["pad"], skip_gridding=spec["skip_gridding"])
 compute = Compute(threads=spec["threads"], nice=spec["nice"])
 quick = dict(offset_range_px=2.0, offset_step_px=1.0)
 start = time.perf_counter()
@@ -38,12 +39,13 @@ if step == "initial_model":
     number = out["resolution_angstrom"]
 elif step == "class3d":
     out = run_class3d(f"{d}/particles.star", f"{d}/truth_1.mrc", f"{d}/Class3D", d, common,
-        Class3DParams(number_of_classes=spec["classes"], iterations=spec["iterations"], **quick),
+        Class3DParams(number_of_classes=spec["classes"], iterations=spec["iterations"],
+                      healpix_order=spec["healpix_order"], **quick),
         compute)
     number = max(c["class_distribution"] for c in out["classes"])
 elif step == "refine":
     out = run_refine(f"{d}/particles.star", f"{d}/truth_1.mrc", f"{d}/Refine3D", d, common,
-        RefineParams(**quick), compute)
+        RefineParams(healpix_order=2, local_healpix_order=3, **quick), compute)
     number = out["resolution_angstrom"]
 elif step == "postprocess":
     out = run_postprocess(f"{d}/Refine3D/run_half1_class001_unfil.mrc", f"{d}/PostProcess", d,
@@ -60,7 +62,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": usage.r
 """
 
 
-def simulate(directory: Path, box: int, particles: int) -> float:
+def simulate(directory: Path, box: int, particles: int, snr: float) -> float:
     from emproc.simulate.particles3d import Particles3DParams, make_atom_density, write_particles
 
     pixel = 4.0
@@ -70,7 +72,7 @@ def simulate(directory: Path, box: int, particles: int) -> float:
     ]
     params = Particles3DParams(
         box_px=box, pixel_size_angstrom=pixel, number_of_particles=particles,
-        bfactor_angstrom2=150.0, snr=0.1, class_fractions=(0.7, 0.3),
+        bfactor_angstrom2=150.0, snr=snr, class_fractions=(0.7, 0.3),
     )  # fmt: skip
     write_particles(directory, densities, params)
     return 0.75 * box * pixel
@@ -83,19 +85,25 @@ def main() -> int:
         "--cases", default="32x1000x2", help="comma-separated BOXxPARTICLESxCLASSES"
     )
     parser.add_argument("--class3d-iterations", type=int, default=5)
+    parser.add_argument("--class3d-healpix-order", type=int, default=1)
+    parser.add_argument("--snr", type=float, default=1.0, help="per pixel, as the tests use")
+    parser.add_argument("--pad", type=int, default=1)
+    parser.add_argument("--gridding", action="store_true", help="no --skip_gridding")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--nice", type=int, default=10)
     args = parser.parse_args()
+    print(f"# load before: {os.getloadavg()}")
     print("case | step | wall s | RELION CPU s | peak RSS MiB | number")
     for case in args.cases.split(","):
         box, particles, classes = (int(v) for v in case.split("x"))
         with tempfile.TemporaryDirectory() as work:
-            diameter = simulate(Path(work), box, particles)
+            diameter = simulate(Path(work), box, particles, args.snr)
             for step in args.steps.split(","):
                 spec = {
                     "dir": work, "step": step, "diameter": diameter, "classes": classes,
                     "iterations": args.class3d_iterations, "threads": args.threads,
-                    "nice": args.nice,
+                    "nice": args.nice, "pad": args.pad, "skip_gridding": not args.gridding,
+                    "healpix_order": args.class3d_healpix_order,
                 }  # fmt: skip
                 result = subprocess.run(
                     [sys.executable, "-c", STEP_CODE, json.dumps(spec)],
@@ -110,6 +118,7 @@ def main() -> int:
                     f"{row['peak_rss_mib']:.0f} | {row['number']:.3g}",
                     flush=True,
                 )
+    print(f"# load after: {os.getloadavg()}")
     print(
         f"# peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )

@@ -36,6 +36,8 @@ def common_params(spa3d: Mapping[str, Any], default_diameter_angstrom: float) ->
         ),
         symmetry=str(spa3d.get("symmetry", "C1")),
         seed=int(spa3d.get("seed", 0)),
+        pad=int(spa3d.get("pad", 2)),
+        skip_gridding=bool(spa3d.get("skip_gridding", False)),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,18 +67,20 @@ def run_relion(
         # an idle rank (RELION's leader) yields its core instead of spinning
         "OMPI_MCA_mpi_yield_when_idle": "1",
     }
-    result = subprocess.run(
-        command, cwd=project_dir, capture_output=True, text=True, check=False, env=environment
-    )
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log:
-            log.write(" ".join(command) + "\n" + result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise Relion3DError(
-            f"{program} failed (exit {result.returncode}) in {project_dir}: "
-            f"{(result.stderr or result.stdout).strip()[-800:]}"
-        )
+    # RELION's output goes straight to the log, so a long run can be watched there
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(log_path) if log_path is not None else Path(scratch) / "relion.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as stream:
+            stream.write(" ".join(command) + "\n")
+            stream.flush()
+            returncode = subprocess.run(
+                command, cwd=project_dir, stdout=stream, stderr=subprocess.STDOUT, check=False,
+                env=environment,
+            ).returncode  # fmt: skip
+        if returncode != 0:
+            tail = log.read_text(errors="replace")[-800:].strip()
+            raise Relion3DError(f"{program} failed (exit {returncode}) in {project_dir}: {tail}")
 
 
 def last_iteration_file(directory: Path, root: str, suffix: str) -> Path:

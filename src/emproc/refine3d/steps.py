@@ -36,17 +36,21 @@ class Common3DParams:
     symmetry: str = "C1"
     ctf: bool = True
     seed: int = 0
+    pad: int = 2  # Fourier oversampling of the references (RELION's --pad)
+    skip_gridding: bool = False  # RELION's --skip_gridding: no gridding correction in the M-step
 
 
 def _common_arguments(params: Common3DParams) -> list[str]:
     arguments = [
         "--particle_diameter", f"{params.particle_diameter_angstrom:g}",
         "--flatten_solvent", "--zero_mask", "--oversampling", "1",
-        "--dont_combine_weights_via_disc", "--pool", "30", "--pad", "2",
+        "--dont_combine_weights_via_disc", "--pool", "30", "--pad", str(params.pad),
         "--random_seed", str(params.seed),
     ]  # fmt: skip
     if params.ctf:
         arguments.append("--ctf")
+    if params.skip_gridding:
+        arguments.append("--skip_gridding")
     return arguments
 
 

@@ -61,6 +61,9 @@ def demo_3d_settings(config: dict[str, Any]) -> dict[str, Any]:
     (`emproc simulate spa --demo-3d`, `make demo`): a smoke run, not a structure (docs/spa3d.md)."""
     spa3d = config["spa3d"]
     spa3d["min_particles"] = 50
+    # small boxes: the references need no Fourier padding, reconstructions no gridding
+    # correction: both cut RELION's M-step (docs/spa3d.md)
+    spa3d.update(pad=1, skip_gridding=True)
     spa3d["initial_model"].update(
         iterations_initial=10, iterations_inbetween=20, iterations_final=10,
         subset_initial=50, subset_final=100,
