@@ -33,5 +33,32 @@ rule ispyb_ingest:
         "../scripts/ispyb_ingest.py"
 
 
+# The 3D results' ingest: a second pass of the same idempotent ingest once the 3D steps are
+# done, so the movies' rows never wait for 3D (minutes to hours) and the 3D rows never wait
+# for the next movie. After ispyb_ingest (its state is an input): one ingest at a time.
+rule ispyb_ingest_3d:
+    input:
+        imports=chunk_manifests("import"),
+        motion=chunk_manifests("motion"),
+        ctf=chunk_manifests("ctf"),
+        spa3d=lambda wildcards: SPA3D_TARGETS,
+        ingested=rules.ispyb_ingest.output.state,
+    output:
+        marker=out("ISPyB/ingest_3d.json"),
+    params:
+        config=config,
+    log:
+        out("logs/ispyb_ingest_3d.log"),
+    localrule: True
+    conda:
+        "../envs/ispyb.yaml"
+    script:
+        "../scripts/ispyb_ingest_3d.py"
+
+
 # the marker too: Snakemake checks only the requested outputs of a job for being missing
-ISPYB_TARGETS = [rules.ispyb_ingest.output.state, rules.ispyb_ingest.output.database]
+ISPYB_TARGETS = [
+    rules.ispyb_ingest.output.state,
+    rules.ispyb_ingest.output.database,
+    *([rules.ispyb_ingest_3d.output.marker] if SPA3D_TARGETS else []),
+]

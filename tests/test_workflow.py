@@ -56,6 +56,22 @@ def test_picking_waits_for_the_ctf_estimate_only_with_the_ctf_filter(small_sessi
         assert ("ctf_estimate" in counts) == ctf_filter, counts
 
 
+def test_3d_rows_get_their_own_ingest_and_the_movies_rows_do_not_wait_for_3d(
+    small_session: Path,
+):
+    full = job_counts(_dry_run_rules(small_session))
+    assert full["ispyb_ingest"] == full["ispyb_ingest_3d"] == full["spa3d_index"] == 1, full
+    movies_only = job_counts(_dry_run_rules(small_session, "--until", "ispyb_ingest"))
+    assert movies_only["ispyb_ingest"] == 1, movies_only
+    assert not {"spa3d_index", "ispyb_ingest_3d"} & set(movies_only), movies_only
+
+
+def _dry_run_rules(config: Path, *arguments: str) -> str:
+    result = snakemake(config, "--dry-run", "--quiet", "rules", *arguments)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_full_run_writes_relion_tables_and_a_rerun_does_nothing(tmp_path: Path):
     config = simulated_spa_run(tmp_path, movies=2, size=512, frames=8)
