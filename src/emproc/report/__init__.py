@@ -4,5 +4,6 @@ latest-movies page `emproc watch` updates per movie (emproc.report.live)."""
 from emproc.lazy import lazy_exports
 
 # lazy: the live page must not import pandas and matplotlib with the full report
-__getattr__, __dir__ = lazy_exports(__name__, {"write_report": "page", "update_live_page": "live"})
-__all__ = ["update_live_page", "write_report"]
+_EXPORTS = {"write_report": "page", "update_live_page": "live"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
