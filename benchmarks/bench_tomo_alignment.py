@@ -30,12 +30,12 @@ from emproc.tomo.align import (
     AlignmentParams,
     _bandpass,
     _cross_correlate,
-    _peak,
     align_tilt_series,
 )
 from emproc.tomo.fiducial import FiducialParams
 from emproc.tomo.geometry import align_image, taper_mask
 from emproc.tomo.patch_fiducials import PatchFiducialParams
+from emproc.tomo.peaks import correlation_peak
 from emproc.tomo.projection_fit import remove_gauge
 from emproc.tomo.stack import fourier_bin
 
@@ -98,7 +98,7 @@ def adjacent_tilt_signal(specimen: str, seed: int, pixel: float, binning: int = 
     mask = taper_mask(aligned[0].shape, 0.2)
     reference, moving = aligned[0] * mask, aligned[1] * mask
     correlation = _cross_correlate(reference, moving)
-    dx, dy = _peak(correlation, 0.25 * min(correlation.shape))
+    dx, dy, _ = correlation_peak(correlation, 0.25 * min(correlation.shape))
     peak = float(correlation.max() / (np.linalg.norm(reference) * np.linalg.norm(moving)))
     return {"peak": peak, "offset_px": float(np.hypot(dx, dy))}
 

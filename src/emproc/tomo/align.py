@@ -24,6 +24,7 @@ from emproc.tomo.fiducial import (
 )
 from emproc.tomo.geometry import align_image, rotation_matrix, taper_mask
 from emproc.tomo.patch_fiducials import PatchFiducialParams, align_with_patch_fiducials
+from emproc.tomo.peaks import correlation_peak
 from emproc.tomo.projection_matching import ProjectionMatchingParams, refine_shifts
 from emproc.tomo.stack import fourier_bin
 
@@ -94,23 +95,6 @@ def _bandpass(image: np.ndarray, params: AlignmentParams) -> np.ndarray:
     return filtered.astype(np.float32)
 
 
-def _peak(correlation: np.ndarray, max_shift: float) -> tuple[float, float]:
-    """Sub-pixel (x, y) position of the highest peak of a centred correlation map."""
-    ny, nx = correlation.shape
-    yy, xx = np.ogrid[:ny, :nx]
-    allowed = ((yy - ny // 2) ** 2 + (xx - nx // 2) ** 2) <= max_shift**2
-    masked = np.where(allowed, correlation, -np.inf)
-    iy, ix = np.unravel_index(int(np.argmax(masked)), masked.shape)
-
-    def vertex(minus: float, centre: float, plus: float) -> float:
-        denominator = minus - 2 * centre + plus
-        return 0.0 if denominator >= 0 else 0.5 * (minus - plus) / denominator
-
-    dy = vertex(correlation[iy - 1, ix], correlation[iy, ix], correlation[(iy + 1) % ny, ix])
-    dx = vertex(correlation[iy, ix - 1], correlation[iy, ix], correlation[iy, (ix + 1) % nx])
-    return ix + dx - nx // 2, iy + dy - ny // 2
-
-
 def _cross_correlate(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     """Centred correlation map; its peak at (dx, dy) means moving ~ reference shifted by it."""
     product = np.conj(scipy.fft.rfft2(reference)) * scipy.fft.rfft2(moving)
@@ -151,7 +135,7 @@ def coarse_align_scored(
             moving = align_image(images[index], tilt_axis_angle_deg, (0, 0), stretch) * mask
             correlation = _cross_correlate(reference, moving)
             score += float(correlation.max() / (np.linalg.norm(reference) * np.linalg.norm(moving)))
-            dx, dy = _peak(correlation, max_shift_px)
+            dx, dy, _ = correlation_peak(correlation, max_shift_px)
             # moving is stretched: its own offset is (dx + previous shift) / stretch in x
             shifts[index, 0] = (dx + shifts[previous, 0]) / stretch
             shifts[index, 1] = dy + shifts[previous, 1]
@@ -205,7 +189,9 @@ def track_patches(
                     continue
                 template = _extract(images[previous], last, size, stretch) * mask
                 window = _extract(images[index], predicted, size) * mask
-                dx, dy = _peak(_cross_correlate(template, window), params.max_patch_shift_px)
+                dx, dy, _ = correlation_peak(
+                    _cross_correlate(template, window), params.max_patch_shift_px
+                )
                 positions[patch, index] = predicted + (dx, dy)
             index += direction
     return positions, ~np.isnan(positions[..., 0])

@@ -31,6 +31,7 @@ import scipy.fft
 from scipy import ndimage
 
 from emproc.tomo.geometry import align_image, rotation_matrix, taper_mask
+from emproc.tomo.peaks import correlation_peak
 
 
 @dataclass(frozen=True)
@@ -102,27 +103,11 @@ def slab_reprojection(
     return total
 
 
-def _peak(correlation: np.ndarray, max_shift: float) -> tuple[float, float, float]:
-    ny, nx = correlation.shape
-    yy, xx = np.ogrid[:ny, :nx]
-    allowed = ((yy - ny // 2) ** 2 + (xx - nx // 2) ** 2) <= max_shift**2
-    masked = np.where(allowed, correlation, -np.inf)
-    iy, ix = np.unravel_index(int(np.argmax(masked)), masked.shape)
-
-    def vertex(minus: float, centre: float, plus: float) -> float:
-        denominator = minus - 2 * centre + plus
-        return 0.0 if denominator >= 0 else 0.5 * (minus - plus) / denominator
-
-    dy = vertex(correlation[iy - 1, ix], correlation[iy, ix], correlation[(iy + 1) % ny, ix])
-    dx = vertex(correlation[iy, ix - 1], correlation[iy, ix], correlation[iy, (ix + 1) % nx])
-    return ix + dx - nx // 2, iy + dy - ny // 2, float(correlation[iy, ix])
-
-
 def _match(reference: np.ndarray, moving: np.ndarray, max_shift: float):
     """(dx, dy, normalised peak): moving ~ reference shifted by (dx, dy)."""
     product = np.conj(scipy.fft.rfft2(reference)) * scipy.fft.rfft2(moving)
     correlation = scipy.fft.fftshift(scipy.fft.irfft2(product, s=reference.shape))
-    dx, dy, peak = _peak(correlation, max_shift)
+    dx, dy, peak = correlation_peak(correlation, max_shift)
     norm = float(np.linalg.norm(reference) * np.linalg.norm(moving)) + 1e-12
     return dx, dy, peak / norm
 
