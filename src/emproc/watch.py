@@ -180,6 +180,22 @@ def movies_to_hand_over(
     return pending - pending % max(settings.batch_size, 1)
 
 
+def _next_pause(
+    settings: WatchSettings, waiting: bool, pending: bool, interval: float, idle: float
+) -> tuple[float, float]:
+    """Seconds to sleep before the next scan, and the next idle interval: short while a movie
+    is settling, the hand-over wait while movies are pending, else an interval that backs off
+    while the session stays quiet."""
+    if waiting:
+        return min(settings.interval_s, max(settings.stable_seconds / 2, 0.05)), interval
+    if pending:
+        return min(settings.interval_s, settings.batch_wait_s), interval
+    return (
+        min(interval, settings.idle_timeout_s - idle),
+        min(interval * settings.backoff, settings.max_interval_s),
+    )
+
+
 def _mtime_ns(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -289,13 +305,7 @@ def watch_session(
             if stopping and not pending:
                 log(f"emproc watch: no new movie for {idle:.0f} s; stopping")
                 return returncode
-            if waiting:
-                pause = min(settings.interval_s, max(settings.stable_seconds / 2, 0.05))
-            elif pending:
-                pause = min(settings.interval_s, settings.batch_wait_s)
-            else:
-                pause = min(interval, settings.idle_timeout_s - idle)
-                interval = min(interval * settings.backoff, settings.max_interval_s)
+            pause, interval = _next_pause(settings, waiting > 0, bool(pending), interval, idle)
             sleep(max(pause, 0.0))
     finally:
         release_output_lock(output_lock)
@@ -496,13 +506,8 @@ def _watch_live(
                 return returncode
             if busy or (pending and use_worker):
                 pause = BUSY_POLL_S
-            elif waiting:
-                pause = min(settings.interval_s, max(settings.stable_seconds / 2, 0.05))
-            elif pending:
-                pause = min(settings.interval_s, settings.batch_wait_s)
             else:
-                pause = min(interval, settings.idle_timeout_s - idle)
-                interval = min(interval * settings.backoff, settings.max_interval_s)
+                pause, interval = _next_pause(settings, waiting > 0, bool(pending), interval, idle)
             sleep(max(pause, 0.0))
     except BaseException:
         # interrupted (Ctrl-C): stop the workflow run too, before the lock is released
